@@ -70,8 +70,10 @@ class AppendEntries:
 @dataclass(frozen=True, slots=True)
 class AppendEntriesResponse:
     """On success ``match_index`` is the highest index the follower holds durably
-    and knows to match the leader. On failure ``conflict_index``/``conflict_term``
-    let the leader skip a whole term of mismatching entries (thesis 5.4.2 / etcd)."""
+    and knows to match the leader. On failure ``match_index`` echoes the rejected
+    ``prev_log_index`` (so the leader can tell a stale rejection from a fresh one)
+    and ``conflict_index``/``conflict_term`` let the leader skip a whole term of
+    mismatching entries at once (thesis 5.4.2)."""
 
     src: int
     dst: int
