@@ -1,0 +1,1 @@
+"""The sans-I/O Raft core: no sockets, clocks, threads or global randomness in here."""

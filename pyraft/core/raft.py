@@ -1,0 +1,623 @@
+"""The Raft protocol as a pure state machine (sans-I/O, in the manner of etcd's raft.go and h11).
+
+The core owns every Raft rule and nothing else: callers feed it messages
+(``step``), time (``tick``) and requests (``propose``, ``forward``,
+``read_index``, ``transfer_leadership``), report durability (``persisted``) and
+drain the effects with ``ready()``. It never touches sockets, clocks, files or
+global randomness, so a seeded simulation replays it exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from pyraft.core.config import Config
+from pyraft.core.errors import NoLeader, NotLeader, TransferInProgress
+from pyraft.core.log import RaftLog
+from pyraft.core.messages import (
+    TERM_NEUTRAL,
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    ProposeRequest,
+    ProposeResponse,
+    ReadIndexRequest,
+    ReadIndexResponse,
+    RequestVote,
+    RequestVoteResponse,
+    TimeoutNow,
+)
+from pyraft.core.progress import Progress
+from pyraft.core.ready import ProposalAccepted, ReadState, Ready, RequestFailed
+
+# Reasons carried by RequestFailed.
+NOT_LEADER = "not_leader"  # definite: the request was not taken
+LEADER_CHANGED = "leader_changed"  # a forwarded proposal's outcome is unknown; a read simply failed
+
+
+class Role(Enum):
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(slots=True)
+class _PendingRead:
+    request_id: int
+    origin: int  # node that asked; our own id for a local read
+    index: int  # commitIndex when the read arrived
+    seq: int  # heartbeat round that must be acknowledged by a quorum
+
+
+class RaftCore:
+    def __init__(
+        self,
+        config: Config,
+        rng: random.Random,
+        hard_state: HardState | None = None,
+        entries: Sequence[Entry] = (),
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self._rng = rng
+        self.log = RaftLog(entries)
+        hard_state = hard_state or HardState()
+        self.term = hard_state.term
+        self.voted_for = hard_state.voted_for
+        self._emitted_hard_state = hard_state
+        self.role = Role.FOLLOWER
+        self.leader_id: int | None = None
+        self.commit_index = 0
+        self.applied_index = 0
+        self._peers = tuple(v for v in config.voters if v != self.node_id)
+        self._votes: dict[int, bool] = {}
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._randomized_timeout = 0
+        self._progress: dict[int, Progress] = {}
+        self._seq = 0
+        self._verified_index = 0  # follower: last index known to match the current leader
+        self._acked_index = 0  # follower: last match index reported to the leader
+        self._leader_seq = 0  # follower: highest heartbeat round heard from the current leader
+        self._transferee: int | None = None
+        self._transfer_elapsed = 0
+        self._pending_reads: list[_PendingRead] = []
+        self._reads_before_commit: list[_PendingRead] = []
+        self._read_round_wanted = False
+        self._forwarded: dict[int, str] = {}  # follower: request_id -> "propose" | "read"
+        self._out = Ready()
+        self._reset_election_timer()
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        if self.role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def step(self, msg: Message) -> None:
+        if msg.dst != self.node_id or msg.src not in self._peers:
+            return
+        if not isinstance(msg, TERM_NEUTRAL) and not self._check_term(msg):
+            return
+        if self.role is Role.LEADER:
+            self._step_leader(msg)
+        elif self.role is Role.FOLLOWER:
+            self._step_follower(msg)
+        else:
+            self._step_candidate(msg)
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a command as leader; returns (index, term) it was appended at."""
+        if self.role is not Role.LEADER:
+            raise NoLeader() if self.leader_id is None else NotLeader(self.leader_id)
+        if self._transferee is not None:
+            raise TransferInProgress(f"leadership is moving to node {self._transferee}")
+        return self._append_new(EntryKind.COMMAND, data)
+
+    def forward(self, request_id: int, data: bytes) -> None:
+        """Propose from any node; the outcome arrives in a later Ready."""
+        if self.role is Role.LEADER:
+            index, term = self.propose(data)
+            self._out.proposals.append(ProposalAccepted(request_id, index, term))
+            return
+        leader = self._require_leader()
+        self._forwarded[request_id] = "propose"
+        self._send(ProposeRequest(self.node_id, leader, self.term, request_id, data))
+
+    def read_index(self, request_id: int) -> None:
+        """Start a linearizable read (thesis 6.4); the index arrives in a later Ready."""
+        if self.role is Role.LEADER:
+            self._queue_read(request_id, self.node_id)
+            return
+        leader = self._require_leader()
+        self._forwarded[request_id] = "read"
+        self._send(ReadIndexRequest(self.node_id, leader, self.term, request_id))
+
+    def transfer_leadership(self, target: int | None = None) -> None:
+        """Hand leadership to ``target`` (or the most caught-up follower), thesis 3.10."""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        if not self._peers:
+            return
+        if target is None:
+            target = max(self._peers, key=lambda p: self._progress[p].match)
+        if target not in self._peers:
+            raise ValueError(f"node {target} is not another voter")
+        self._transferee = target
+        self._transfer_elapsed = 0
+        self._maybe_send_timeout_now()
+
+    def persisted(self, index: int, term: int) -> None:
+        if not self.log.stable_to(index, term):
+            return
+        if self.role is Role.LEADER:
+            self._maybe_commit()
+        elif self.role is Role.FOLLOWER:
+            self._send_ack()
+
+    def ready(self) -> Ready:
+        if self.role is Role.LEADER:
+            self._flush_leader()
+        out, self._out = self._out, Ready()
+        hard_state = HardState(self.term, self.voted_for)
+        if hard_state != self._emitted_hard_state:
+            out.hard_state = self._emitted_hard_state = hard_state
+        out.entries = self.log.take_unpersisted()
+        if self.commit_index > self.applied_index:
+            out.committed = self.log.slice(self.applied_index + 1, self.commit_index + 1)
+            self.applied_index = self.commit_index
+        return out
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._out
+            or self.log.handed_out_index < self.log.last_index
+            or self.commit_index > self.applied_index
+            or HardState(self.term, self.voted_for) != self._emitted_hard_state
+            or (self.role is Role.LEADER and self._leader_has_output())
+        )
+
+    # ------------------------------------------------------------ term rules
+
+    def _check_term(self, msg: Message) -> bool:
+        """Apply the term rules every message obeys; False drops the message."""
+        if msg.term > self.term:
+            if isinstance(msg, RequestVote) and self._in_lease(msg):
+                return False  # leader stickiness (thesis 4.2.3): a live leader is not disrupted
+            if isinstance(msg, RequestVote) and msg.pre_vote:
+                return True  # a pre-vote never moves our term
+            if isinstance(msg, RequestVoteResponse) and msg.pre_vote and msg.granted:
+                return True
+            leader = msg.src if isinstance(msg, AppendEntries | TimeoutNow) else None
+            self._become_follower(msg.term, leader)
+            return True
+        if msg.term < self.term:
+            self._answer_stale(msg)
+            return False
+        return True
+
+    def _in_lease(self, msg: RequestVote) -> bool:
+        return (
+            self.config.check_quorum
+            and not msg.transfer
+            and self.leader_id is not None
+            and self._election_elapsed < self.config.election_ticks
+        )
+
+    def _answer_stale(self, msg: Message) -> None:
+        """Tell a sender of an old term that it is behind, so a deposed leader steps down."""
+        if isinstance(msg, AppendEntries):
+            self._send(AppendEntriesResponse(self.node_id, msg.src, self.term, False, msg.prev_log_index))
+        elif isinstance(msg, RequestVote):
+            self._send(RequestVoteResponse(self.node_id, msg.src, self.term, False, msg.pre_vote))
+
+    # --------------------------------------------------------- role changes
+
+    def _become_follower(self, term: int, leader: int | None) -> None:
+        if self.role is Role.LEADER:
+            self._fail_pending_reads()
+        if term > self.term or leader != self.leader_id or self.role is not Role.FOLLOWER:
+            # What we verified against the old leader says nothing about the new one's log.
+            self._fail_forwarded()
+            self._verified_index = self._acked_index = self._leader_seq = 0
+        if term > self.term:
+            self.term = term
+            self.voted_for = None
+        self.role = Role.FOLLOWER
+        self.leader_id = leader
+        self._transferee = None
+        self._reset_election_timer()
+
+    def _campaign(self, transfer: bool = False) -> None:
+        if self.config.pre_vote and not transfer:
+            self._start_election(Role.PRE_CANDIDATE, self.term + 1, transfer)
+        else:
+            self._start_election(Role.CANDIDATE, self.term + 1, transfer)
+
+    def _start_election(self, role: Role, term: int, transfer: bool) -> None:
+        if self.role is Role.FOLLOWER:
+            self._fail_forwarded()
+        self.role = role
+        self.leader_id = None
+        if role is Role.CANDIDATE:
+            self.term = term
+            self.voted_for = self.node_id
+        self._votes = {self.node_id: True}
+        self._reset_election_timer()
+        if self._quorum_reached(self._votes):
+            self._won_election()
+            return
+        pre = role is Role.PRE_CANDIDATE
+        for peer in self._peers:
+            self._send(
+                RequestVote(self.node_id, peer, term, self.log.last_index, self.log.last_term, pre, transfer)
+            )
+
+    def _won_election(self) -> None:
+        if self.role is Role.PRE_CANDIDATE:
+            self._start_election(Role.CANDIDATE, self.term + 1, transfer=False)
+        else:
+            self._become_leader()
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self.leader_id = self.node_id
+        self._transferee = None
+        self._heartbeat_elapsed = 0
+        self._election_elapsed = 0
+        nxt = self.log.last_index + 1
+        self._progress = {p: Progress(next=nxt, recent_active=True) for p in self._peers}
+        self._append_new(EntryKind.NOOP, b"")  # commits the previous terms' entries (5.4.2)
+        self._broadcast_heartbeat()
+
+    # ------------------------------------------------------------- elections
+
+    def _tick_election(self) -> None:
+        self._election_elapsed += 1
+        if self._election_elapsed >= self._randomized_timeout:
+            self._campaign()
+
+    def _reset_election_timer(self) -> None:
+        self._election_elapsed = 0
+        low = self.config.election_ticks
+        self._randomized_timeout = self._rng.randrange(low, 2 * low)
+
+    def _on_request_vote(self, msg: RequestVote) -> None:
+        up_to_date = self.log.is_up_to_date(msg.last_log_index, msg.last_log_term)
+        if msg.pre_vote:
+            granted = up_to_date and msg.term > self.term
+            term = msg.term if granted else self.term
+        else:
+            free = self.voted_for in (None, msg.src)
+            granted = up_to_date and free and msg.term == self.term and self.role is not Role.LEADER
+            term = self.term
+            if granted:
+                self.voted_for = msg.src
+                self._election_elapsed = 0
+        self._send(RequestVoteResponse(self.node_id, msg.src, term, granted, msg.pre_vote))
+
+    def _on_vote_response(self, msg: RequestVoteResponse) -> None:
+        expect_pre = self.role is Role.PRE_CANDIDATE
+        if msg.pre_vote != expect_pre:
+            return
+        self._votes[msg.src] = msg.granted
+        if self._quorum_reached(self._votes):
+            self._won_election()
+        elif sum(1 for ok in self._votes.values() if not ok) >= self.config.quorum:
+            self._become_follower(self.term, None)
+
+    def _quorum_reached(self, votes: dict[int, bool]) -> bool:
+        return sum(1 for ok in votes.values() if ok) >= self.config.quorum
+
+    # ------------------------------------------------------ follower / candidate
+
+    def _step_follower(self, msg: Message) -> None:
+        match msg:
+            case AppendEntries():
+                self._on_append(msg)
+            case RequestVote():
+                self._on_request_vote(msg)
+            case TimeoutNow() if msg.src == self.leader_id:
+                self._campaign(transfer=True)
+            case ProposeRequest() | ReadIndexRequest():
+                self._refuse_forward(msg)
+            case ProposeResponse() | ReadIndexResponse():
+                self._on_forward_response(msg)
+            case _:
+                pass
+
+    def _step_candidate(self, msg: Message) -> None:
+        match msg:
+            case AppendEntries():
+                self._become_follower(self.term, msg.src)
+                self._on_append(msg)
+            case RequestVote():
+                self._on_request_vote(msg)
+            case RequestVoteResponse():
+                self._on_vote_response(msg)
+            case ProposeRequest() | ReadIndexRequest():
+                self._refuse_forward(msg)
+            case _:
+                pass
+
+    def _on_append(self, msg: AppendEntries) -> None:
+        self.leader_id = msg.src
+        self._reset_election_timer()
+        ok = self.log.try_append(msg.prev_log_index, msg.prev_log_term, msg.entries, self.commit_index)
+        if not ok:
+            self._reject_append(msg)
+            return
+        self._verified_index = max(self._verified_index, msg.prev_log_index + len(msg.entries))
+        self._leader_seq = max(self._leader_seq, msg.seq)
+        self.commit_index = max(self.commit_index, min(msg.leader_commit, self._verified_index))
+        if not msg.entries or self.log.stable_index >= self._verified_index:
+            self._send_ack(force=True)
+
+    def _reject_append(self, msg: AppendEntries) -> None:
+        prev = msg.prev_log_index
+        if prev > self.log.last_index:
+            hint_index, hint_term = self.log.last_index + 1, 0
+        else:
+            hint_term = self.log.term_at(prev)
+            hint_index = self.log.first_index_of_term(hint_term)
+        self._send(
+            AppendEntriesResponse(
+                self.node_id, msg.src, self.term, False, prev, hint_index, hint_term, msg.seq
+            )
+        )
+
+    def _send_ack(self, force: bool = False) -> None:
+        """Report the durable, verified prefix; entries are never acknowledged before fsync."""
+        if self.leader_id is None:
+            return
+        match = min(self.log.stable_index, self._verified_index)
+        if match <= self._acked_index and not force:
+            return
+        self._acked_index = max(self._acked_index, match)
+        self._send(
+            AppendEntriesResponse(self.node_id, self.leader_id, self.term, True, match, seq=self._leader_seq)
+        )
+
+    def _refuse_forward(self, msg: ProposeRequest | ReadIndexRequest) -> None:
+        kind = ProposeResponse if isinstance(msg, ProposeRequest) else ReadIndexResponse
+        self._send(kind(self.node_id, msg.src, self.term, msg.request_id, False, leader_hint=self.leader_id))
+
+    def _on_forward_response(self, msg: ProposeResponse | ReadIndexResponse) -> None:
+        if self._forwarded.pop(msg.request_id, None) is None:
+            return
+        if not msg.ok:
+            self._out.failed.append(RequestFailed(msg.request_id, NOT_LEADER, msg.leader_hint))
+        elif isinstance(msg, ProposeResponse):
+            self._out.proposals.append(ProposalAccepted(msg.request_id, msg.index, msg.entry_term))
+        else:
+            self._out.read_states.append(ReadState(msg.request_id, msg.read_index))
+
+    def _fail_forwarded(self) -> None:
+        for request_id in self._forwarded:
+            self._out.failed.append(RequestFailed(request_id, LEADER_CHANGED))
+        self._forwarded.clear()
+
+    def _require_leader(self) -> int:
+        if self.leader_id is None:
+            raise NoLeader()
+        return self.leader_id
+
+    # ------------------------------------------------------------------ leader
+
+    def _step_leader(self, msg: Message) -> None:
+        match msg:
+            case AppendEntriesResponse():
+                self._on_append_response(msg)
+            case RequestVote():
+                self._on_request_vote(msg)
+            case ProposeRequest():
+                self._on_propose_request(msg)
+            case ReadIndexRequest():
+                self._queue_read(msg.request_id, msg.src)
+            case _:
+                pass
+
+    def _tick_leader(self) -> None:
+        self._heartbeat_elapsed += 1
+        self._election_elapsed += 1
+        if self._election_elapsed >= self.config.election_ticks:
+            self._election_elapsed = 0
+            if self.config.check_quorum and not self._quorum_active():
+                self._become_follower(self.term, None)
+                return
+            if self._transferee is not None:
+                self._transferee = None  # thesis 3.10: abort a transfer that takes too long
+        if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _quorum_active(self) -> bool:
+        active = 1 + sum(1 for pr in self._progress.values() if pr.recent_active)
+        for pr in self._progress.values():
+            pr.recent_active = False
+        return active >= self.config.quorum
+
+    def _append_new(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
+        entry = Entry(self.log.last_index + 1, self.term, kind, data)
+        self.log.append((entry,))
+        if not self._peers:
+            self._maybe_commit()
+        return entry.index, entry.term
+
+    def _on_propose_request(self, msg: ProposeRequest) -> None:
+        if self._transferee is not None:
+            self._send(ProposeResponse(self.node_id, msg.src, self.term, msg.request_id, False))
+            return
+        index, term = self._append_new(EntryKind.COMMAND, msg.data)
+        self._send(ProposeResponse(self.node_id, msg.src, self.term, msg.request_id, True, index, term))
+
+    def _on_append_response(self, msg: AppendEntriesResponse) -> None:
+        pr = self._progress[msg.src]
+        pr.recent_active = True
+        pr.acked_seq = max(pr.acked_seq, msg.seq)
+        if msg.success:
+            if pr.acknowledge(msg.match_index):
+                self._maybe_commit()
+            if pr.probing and msg.match_index >= pr.next - 1:
+                pr.become_replicate()  # the probe found where our logs agree
+            self._maybe_send_timeout_now()
+        else:
+            self._on_append_rejected(pr, msg)
+        self._release_reads()
+
+    def _on_append_rejected(self, pr: Progress, msg: AppendEntriesResponse) -> None:
+        rejected = msg.match_index
+        if pr.probing and rejected != pr.next - 1:
+            return  # answer to an older probe
+        hint = self._next_from_hint(msg)
+        if hint <= pr.match:
+            # The follower lost entries it had acknowledged (e.g. a corrupt tail
+            # truncated on restart). Only lowers our estimate: never unsafe.
+            pr.match = hint - 1
+        pr.become_probe(hint)
+
+    def _next_from_hint(self, msg: AppendEntriesResponse) -> int:
+        """Skip a whole conflicting term at once (thesis 5.4.2 optimization)."""
+        hint = min(msg.conflict_index, msg.match_index)
+        if msg.conflict_term > 0:
+            last = self.log.last_index_of_term(msg.conflict_term, msg.match_index)
+            if last is not None and last >= msg.conflict_index:
+                hint = last + 1
+        return max(hint, 1)
+
+    def _maybe_commit(self) -> None:
+        """Commit the highest index stored on a quorum, if it is of this term (Figure 8)."""
+        matches = sorted([self.log.stable_index, *(pr.match for pr in self._progress.values())], reverse=True)
+        candidate = matches[self.config.quorum - 1]
+        if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
+            self.commit_index = candidate
+            self._admit_reads_waiting_commit()
+
+    def _maybe_send_timeout_now(self) -> None:
+        target = self._transferee
+        if target is not None and self._progress[target].match == self.log.last_index:
+            self._send(TimeoutNow(self.node_id, target, self.term))
+
+    def _broadcast_heartbeat(self) -> None:
+        self._seq += 1
+        for peer, pr in self._progress.items():
+            if pr.probing:
+                pr.paused = False
+            elif pr.inflight:
+                pr.stalled_ticks += self.config.heartbeat_ticks
+                if pr.stalled_ticks >= 2 * self.config.heartbeat_ticks:
+                    pr.become_probe(pr.match + 1)  # the pipeline seems lost: probe again
+            if not self._send_append(peer, pr):
+                self._send_empty_append(peer, pr)
+
+    def _flush_leader(self) -> None:
+        """Send what accumulated during this batch of inputs: entries, commit, read rounds."""
+        if self._read_round_wanted:
+            self._read_round_wanted = False
+            self._seq += 1  # a fresh round, sent after every read now waiting (thesis 6.4 step 3)
+            for peer, pr in self._progress.items():
+                self._send_empty_append(peer, pr)
+        for peer, pr in self._progress.items():
+            sent = False
+            while self._send_append(peer, pr, require_entries=True):
+                sent = True
+            if not sent and pr.sent_commit < self.commit_index:
+                self._send_empty_append(peer, pr)
+
+    def _leader_has_output(self) -> bool:
+        if self._read_round_wanted:
+            return True
+        return any(
+            (pr.next <= self.log.last_index and pr.can_send(self.config.max_inflight))
+            or pr.sent_commit < self.commit_index
+            for pr in self._progress.values()
+        )
+
+    def _send_append(self, peer: int, pr: Progress, require_entries: bool = False) -> bool:
+        if not pr.can_send(self.config.max_inflight):
+            return False
+        cfg = self.config
+        entries = self.log.batch(pr.next, cfg.max_entries_per_message, cfg.max_bytes_per_message)
+        if not entries and (require_entries or not pr.probing):
+            return False
+        prev = pr.next - 1
+        self._send_append_message(peer, pr, prev, entries)
+        pr.sent(entries[-1].index if entries else prev)
+        return True
+
+    def _send_empty_append(self, peer: int, pr: Progress) -> None:
+        """A heartbeat anchored at matchIndex, which the follower is known to hold."""
+        self._send_append_message(peer, pr, min(pr.match, self.log.last_index), ())
+
+    def _send_append_message(self, peer: int, pr: Progress, prev: int, entries: tuple[Entry, ...]) -> None:
+        term = self.log.term_at(prev)
+        commit = self.commit_index
+        self._send(AppendEntries(self.node_id, peer, self.term, prev, term, entries, commit, self._seq))
+        pr.sent_commit = commit
+
+    # ------------------------------------------------------------ ReadIndex
+
+    def _queue_read(self, request_id: int, origin: int) -> None:
+        read = _PendingRead(request_id, origin, self.commit_index, self._seq + 1)
+        if self.log.term_at(self.commit_index) != self.term:
+            self._reads_before_commit.append(read)  # thesis 6.4 step 1: wait for our no-op
+            return
+        self._add_read(read)
+
+    def _admit_reads_waiting_commit(self) -> None:
+        if not self._reads_before_commit or self.log.term_at(self.commit_index) != self.term:
+            return
+        waiting, self._reads_before_commit = self._reads_before_commit, []
+        for read in waiting:
+            read.index, read.seq = self.commit_index, self._seq + 1
+            self._add_read(read)
+
+    def _add_read(self, read: _PendingRead) -> None:
+        if not self._peers:
+            self._complete_read(read)
+            return
+        self._pending_reads.append(read)
+        self._read_round_wanted = True
+
+    def _release_reads(self) -> None:
+        if not self._pending_reads:
+            return
+        acked = sorted([self._seq, *(pr.acked_seq for pr in self._progress.values())], reverse=True)
+        confirmed = acked[self.config.quorum - 1]
+        still: list[_PendingRead] = []
+        for read in self._pending_reads:
+            if read.seq <= confirmed:
+                self._complete_read(read)
+            else:
+                still.append(read)
+        self._pending_reads = still
+
+    def _complete_read(self, read: _PendingRead) -> None:
+        if read.origin == self.node_id:
+            self._out.read_states.append(ReadState(read.request_id, read.index))
+        else:
+            msg = ReadIndexResponse(self.node_id, read.origin, self.term, read.request_id, True, read.index)
+            self._send(msg)
+
+    def _fail_pending_reads(self) -> None:
+        for read in self._pending_reads + self._reads_before_commit:
+            if read.origin == self.node_id:
+                self._out.failed.append(RequestFailed(read.request_id, LEADER_CHANGED))
+            else:
+                self._send(ReadIndexResponse(self.node_id, read.origin, self.term, read.request_id, False))
+        self._pending_reads, self._reads_before_commit = [], []
+        self._read_round_wanted = False
+
+    # --------------------------------------------------------------- output
+
+    def _send(self, msg: Message) -> None:
+        self._out.messages.append(msg)
