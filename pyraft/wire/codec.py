@@ -13,9 +13,10 @@ int) and every failure surfaces as ``CodecError`` naming the offending field.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from operator import attrgetter
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import msgpack  # type: ignore[import-untyped]
 
@@ -140,6 +141,18 @@ _FIELDS: Final[Mapping[type, tuple[tuple[str, str], ...]]] = {
         ("leader_hint", "opt_uint"),
     ),
 }
+
+
+def _check_field_tables() -> None:
+    """Fail at import, not on the wire, if a message class and its field list drift apart."""
+    for cls, fields in _FIELDS.items():
+        declared = tuple(f.name for f in dataclasses.fields(cls))
+        listed = tuple(name for name, _ in fields)
+        if declared != listed:
+            raise RuntimeError(f"codec field list for {cls.__name__} is {listed}, class declares {declared}")
+
+
+_check_field_tables()
 
 # Unpacking limits: no single string or array may claim more than this, so a
 # hostile length header can't make the unpacker allocate wildly. Maps and ext
@@ -306,6 +319,14 @@ def _make_encoder(cls: type, fields: tuple[tuple[str, str], ...]) -> _Encoder:
 
 _DECODERS: Final[Mapping[int, _Decoder]] = {TAGS[cls]: _make_decoder(cls, f) for cls, f in _FIELDS.items()}
 _ENCODERS: Final[Mapping[type, _Encoder]] = {cls: _make_encoder(cls, f) for cls, f in _FIELDS.items()}
+
+
+_RAFT_TYPES: Final = frozenset(MESSAGE_TYPES)
+
+
+def is_raft_message(msg: object) -> TypeGuard[Message]:
+    """True for the messages nodes exchange, false for handshake and client traffic."""
+    return type(msg) in _RAFT_TYPES
 
 
 def encode(msg: WireMessage) -> bytes:

@@ -1,0 +1,385 @@
+"""Raft traffic and client requests over raw TCP.
+
+Each node listens on one port. For every peer it keeps one outbound link (the
+"replicator" connection) fed from a bounded outbox; traffic from a peer
+arrives on the connection that peer opened to us. Connections are one-way for
+Raft messages, so a link only has to care about its own writes.
+
+Overflow policy: when a peer's outbox is full the *oldest* queued message is
+dropped. Raft messages carry the sender's current view (term, commit index,
+log position); after a peer has been unreachable, the queue's head is the
+stalest part, while the newest message is the one that will let the peer
+catch up or reject quickly. Any loss is repaired by Raft's own retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from contextlib import suppress
+from functools import partial
+from typing import Any, Final
+
+import trio
+
+from pyraft.core.messages import Message
+from pyraft.transport.backoff import Backoff
+from pyraft.transport.base import ClientHandler, TransportStats
+from pyraft.transport.framed import FramedStream
+from pyraft.wire.client_protocol import BAD_REQUEST, OPS, ClientRequest, ClientResponse
+from pyraft.wire.codec import CodecError, WireMessage, encode, is_raft_message
+from pyraft.wire.frames import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, FrameError
+from pyraft.wire.handshake import PROTOCOL_VERSION, Hello, HelloReply
+
+logger = logging.getLogger("pyraft.transport")
+
+DEFAULT_OUTBOX_SIZE: Final = 1024
+# One send_all per batch; past this many bytes the rest waits for the next write.
+MAX_BATCH_BYTES: Final = 4 << 20
+_CONNECTION_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class _Reject(Exception):
+    """The remote side broke the protocol. ``code`` keys the stats, ``detail`` goes to the log
+    (and to the remote in a HelloReply when ``reply`` is set, i.e. during the handshake)."""
+
+    def __init__(self, code: str, detail: str, *, reply: bool = False) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.reply = reply
+
+
+class TcpTransport:
+    """See the module docstring. ``peers`` lists the *other* voters and their addresses."""
+
+    def __init__(
+        self,
+        node_id: int,
+        cluster_id: str,
+        listen_host: str,
+        listen_port: int,
+        peers: dict[int, tuple[str, int]],
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        outbox_size: int = DEFAULT_OUTBOX_SIZE,
+        hello_timeout: float = 5.0,
+        connect_timeout: float = 5.0,
+        backoff_initial: float = 0.02,
+        backoff_max: float = 1.0,
+        max_client_inflight: int = 1024,
+        rng: random.Random | None = None,
+    ) -> None:
+        if node_id in peers:
+            raise ValueError(f"peers must not include this node ({node_id})")
+        if outbox_size < 1:
+            raise ValueError(f"outbox_size must be >= 1, got {outbox_size}")
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self.listen_host = listen_host
+        self.listen_port = listen_port
+        self.peers = dict(peers)
+        self.max_frame_size = max_frame_size
+        self.hello_timeout = hello_timeout
+        self.connect_timeout = connect_timeout
+        self.max_client_inflight = max_client_inflight
+        self.stats = TransportStats()
+        self.port: int | None = None  # the bound port once running (differs from listen_port 0)
+        self._backoff = (backoff_initial, backoff_max)
+        self._rng = rng if rng is not None else random.Random()
+        self._outboxes = {peer: trio.open_memory_channel[bytes](outbox_size) for peer in peers}
+        self._running = False
+
+    # ----------------------------------------------------------------- sending
+
+    def send(self, msg: Message) -> None:
+        outbox = self._outboxes.get(msg.dst)
+        if outbox is None:
+            self.stats.dropped[msg.dst] += 1
+            logger.debug(
+                "node %d: dropping %s for unknown node %d", self.node_id, type(msg).__name__, msg.dst
+            )
+            return
+        payload = encode(msg)
+        if len(payload) > self.max_frame_size:
+            self.stats.dropped[msg.dst] += 1
+            logger.warning(
+                "node %d: dropping %s of %d bytes for node %d: above max frame size %d",
+                *(self.node_id, type(msg).__name__, len(payload), msg.dst, self.max_frame_size),
+            )
+            return
+        frame = len(payload).to_bytes(HEADER_SIZE, "big") + payload
+        tx, rx = outbox
+        try:
+            tx.send_nowait(frame)
+        except trio.WouldBlock:
+            with suppress(trio.WouldBlock):
+                rx.receive_nowait()  # drop-oldest; see the module docstring
+                self.stats.dropped[msg.dst] += 1
+            tx.send_nowait(frame)
+
+    # ----------------------------------------------------------------- running
+
+    async def run(
+        self,
+        inbox: trio.MemorySendChannel[Message],
+        client_handler: ClientHandler | None,
+        *,
+        task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Bind errors surface as a plain OSError before ``started()``."""
+        if self._running:
+            raise RuntimeError(f"transport of node {self.node_id} is already running")
+        self._running = True
+        listeners = await trio.open_tcp_listeners(self.listen_port, host=self.listen_host)
+        try:
+            self.port = listeners[0].socket.getsockname()[1]
+            handler = partial(self._serve_inbound, inbox, client_handler)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.serve_listeners, handler, listeners)
+                for peer in self.peers:
+                    nursery.start_soon(self._link, peer, name=f"pyraft-link-{self.node_id}->{peer}")
+                logger.info("node %d: listening on %s:%d", self.node_id, self.listen_host, self.port)
+                task_status.started(self.port)
+        finally:
+            self._running = False
+            for listener in listeners:
+                await trio.aclose_forcefully(listener)
+
+    # ------------------------------------------------------ outbound peer link
+
+    async def _link(self, peer: int) -> None:
+        """Keep one connection to ``peer`` alive for as long as the transport runs."""
+        backoff = Backoff(*self._backoff, rng=self._rng)
+        outbox = self._outboxes[peer][1]
+        while True:
+            framed = await self._dial(peer)
+            if framed is not None:
+                backoff.reset()
+                self.stats.connects[peer] += 1
+                try:
+                    await self._pump(peer, framed, outbox)
+                finally:
+                    await framed.aclose()
+            await trio.sleep(backoff.next_delay())
+
+    async def _dial(self, peer: int) -> FramedStream | None:
+        host, port = self.peers[peer]
+        try:
+            with trio.fail_after(self.connect_timeout):
+                stream = await trio.open_tcp_stream(host, port)
+        except (*_CONNECTION_ERRORS, trio.TooSlowError) as exc:
+            logger.debug(
+                "node %d: cannot connect to node %d at %s:%d: %s", self.node_id, peer, host, port, exc
+            )
+            return None
+        framed = FramedStream(stream, self.max_frame_size)
+        try:
+            with trio.fail_after(self.hello_timeout):
+                await framed.send(Hello(PROTOCOL_VERSION, self.cluster_id, self.node_id))
+                reply = await framed.receive()
+            _check_reply(reply, peer)
+        except (*_CONNECTION_ERRORS, trio.TooSlowError, FrameError, CodecError, _Reject) as exc:
+            logger.warning("node %d: handshake with node %d failed: %s", self.node_id, peer, exc)
+            await framed.aclose()
+            return None
+        logger.info("node %d: connected to node %d at %s:%d", self.node_id, peer, host, port)
+        return framed
+
+    async def _pump(self, peer: int, framed: FramedStream, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
+        """Write until the connection breaks; a watcher ends it early if the peer hangs up."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_hangup, peer, framed, nursery.cancel_scope)
+            await self._write_batches(peer, framed, outbox)
+            nursery.cancel_scope.cancel()
+
+    async def _write_batches(
+        self, peer: int, framed: FramedStream, outbox: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        while True:
+            batch = [await outbox.receive()]
+            size = len(batch[0])
+            while size < MAX_BATCH_BYTES:
+                try:
+                    frame = outbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(frame)
+                size += len(frame)
+            try:
+                await framed.stream.send_all(b"".join(batch))
+            except _CONNECTION_ERRORS as exc:
+                self.stats.dropped[peer] += len(batch)
+                logger.info("node %d: link to node %d broke while writing: %s", self.node_id, peer, exc)
+                return
+            self.stats.sent[peer] += len(batch)
+
+    async def _watch_hangup(self, peer: int, framed: FramedStream, scope: trio.CancelScope) -> None:
+        """A peer never writes on our link, so any read result means the link is over:
+        noticing now lets us reconnect before the next write would have failed."""
+        try:
+            data = await framed.stream.receive_some(1)
+        except _CONNECTION_ERRORS as exc:
+            why = str(exc)
+        else:
+            why = "closed by peer" if not data else "peer wrote unexpected data"
+        logger.info("node %d: link to node %d ended: %s", self.node_id, peer, why)
+        scope.cancel()
+
+    # ----------------------------------------------------- inbound connections
+
+    async def _serve_inbound(
+        self,
+        inbox: trio.MemorySendChannel[Message],
+        client_handler: ClientHandler | None,
+        stream: trio.SocketStream,
+    ) -> None:
+        """Every failure of one connection ends here, so it can never reach the node's nursery."""
+        framed = FramedStream(stream, self.max_frame_size)
+        where = framed.peer_name()
+        try:
+            hello = await self._receive_hello(framed)
+            await framed.send(HelloReply(True, "", self.node_id))
+            if hello.node_id is None:
+                await self._serve_client(framed, client_handler)
+            else:
+                await self._serve_peer(framed, hello.node_id, inbox)
+        except _Reject as rejection:
+            await self._reject(framed, where, rejection)
+        except _CONNECTION_ERRORS as exc:
+            logger.info("node %d: connection from %s lost: %s", self.node_id, where, exc)
+        finally:
+            await framed.aclose()
+
+    async def _reject(self, framed: FramedStream, where: str, rejection: _Reject) -> None:
+        self.stats.rejected[rejection.code] += 1
+        logger.warning("node %d: closing connection from %s: %s", self.node_id, where, rejection.detail)
+        if rejection.reply:
+            with trio.move_on_after(1.0), suppress(*_CONNECTION_ERRORS):
+                await framed.send(HelloReply(False, rejection.detail, self.node_id))
+
+    async def _receive_hello(self, framed: FramedStream) -> Hello:
+        with trio.move_on_after(self.hello_timeout):
+            msg = await _receive_or_reject(framed)
+            if not isinstance(msg, Hello):
+                what = "closed" if msg is None else f"sent {type(msg).__name__}"
+                raise _Reject("bad_handshake", f"{what} before Hello")
+            self._check_hello(msg)
+            return msg
+        raise _Reject("hello_timeout", f"no Hello within {self.hello_timeout} s")
+
+    def _check_hello(self, hello: Hello) -> None:
+        if hello.protocol_version != PROTOCOL_VERSION:
+            raise _Reject(
+                "bad_version",
+                f"protocol version {hello.protocol_version} (this node speaks {PROTOCOL_VERSION})",
+                reply=True,
+            )
+        if hello.cluster_id != self.cluster_id:
+            raise _Reject(
+                "wrong_cluster", f"cluster id {hello.cluster_id!r} (this is {self.cluster_id!r})", reply=True
+            )
+        if hello.node_id is not None and hello.node_id not in self.peers:
+            raise _Reject("unknown_node", f"node id {hello.node_id} is not a peer of this node", reply=True)
+
+    async def _serve_peer(
+        self, framed: FramedStream, peer: int, inbox: trio.MemorySendChannel[Message]
+    ) -> None:
+        while (msg := await _receive_or_reject(framed)) is not None:
+            if not is_raft_message(msg):
+                raise _Reject("unexpected_message", f"node {peer} sent {type(msg).__name__}")
+            if msg.src != peer:
+                raise _Reject("wrong_src", f"node {peer} sent a message from node {msg.src}")
+            if msg.dst != self.node_id:
+                raise _Reject("wrong_dst", f"node {peer} sent a message for node {msg.dst}")
+            try:
+                await inbox.send(msg)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the node stopped reading: it is shutting down
+            self.stats.received[peer] += 1
+
+    # --------------------------------------------------------- client requests
+
+    async def _serve_client(self, framed: FramedStream, handler: ClientHandler | None) -> None:
+        """Requests run concurrently; the reader stops taking more past max_client_inflight."""
+        session = _ClientSession(framed, handler, self.max_client_inflight)
+        async with trio.open_nursery() as nursery:
+            rejection = await session.read_requests(nursery)
+            if rejection is not None:
+                nursery.cancel_scope.cancel()
+        if rejection is not None:
+            raise rejection
+
+
+class _ClientSession:
+    """One client connection: a reader spawning a task per request, writes under a lock."""
+
+    def __init__(self, framed: FramedStream, handler: ClientHandler | None, max_inflight: int) -> None:
+        self.framed = framed
+        self.handler = handler
+        self.write_lock = trio.Lock()
+        self.slots = trio.Semaphore(max_inflight)
+
+    async def read_requests(self, nursery: trio.Nursery) -> _Reject | None:
+        """Returns (never raises) so the nursery around it stays free of exception groups.
+        On a clean EOF the requests in flight still finish and are answered."""
+        while True:
+            try:
+                msg = await _receive_or_reject(self.framed)
+            except _Reject as rejection:
+                return rejection
+            except _CONNECTION_ERRORS as exc:
+                return _Reject("client_lost", f"client connection lost: {exc}")
+            if msg is None:
+                return None
+            if not isinstance(msg, ClientRequest):
+                return _Reject("unexpected_message", f"client sent {type(msg).__name__}")
+            await self.slots.acquire()
+            nursery.start_soon(self.answer, msg, nursery.cancel_scope)
+
+    async def answer(self, request: ClientRequest, scope: trio.CancelScope) -> None:
+        try:
+            response = await self._respond(request)
+            async with self.write_lock:
+                await self.framed.send(response)
+        except (*_CONNECTION_ERRORS, CodecError, FrameError) as exc:
+            logger.info("cannot answer client request %d: %s", request.request_id, exc)
+            scope.cancel()
+        except Exception:
+            # A handler bug: the outcome is unknown, and closing the connection is
+            # the one answer that tells the client exactly that.
+            logger.exception("client handler failed on request %d", request.request_id)
+            scope.cancel()
+        finally:
+            self.slots.release()
+
+    async def _respond(self, request: ClientRequest) -> ClientResponse:
+        if self.handler is None or request.op not in OPS:
+            return ClientResponse.failure(request.request_id, BAD_REQUEST)
+        response = await self.handler(request)
+        if response.request_id != request.request_id:
+            logger.error(
+                "client handler answered request %d with id %d", request.request_id, response.request_id
+            )
+            response = dataclasses.replace(response, request_id=request.request_id)
+        return response
+
+
+async def _receive_or_reject(framed: FramedStream) -> WireMessage | None:
+    try:
+        return await framed.receive()
+    except FrameError as exc:
+        raise _Reject("bad_frame", f"bad frame: {exc}") from exc
+    except CodecError as exc:
+        raise _Reject("bad_message", f"undecodable message: {exc}") from exc
+
+
+def _check_reply(reply: WireMessage | None, peer: int) -> None:
+    if not isinstance(reply, HelloReply):
+        what = "closed" if reply is None else f"sent {type(reply).__name__}"
+        raise _Reject("bad_handshake", f"node {peer} {what} instead of HelloReply")
+    if not reply.ok:
+        raise _Reject("refused", f"node {peer} refused us: {reply.reason}")
+    if reply.node_id != peer:
+        raise _Reject("wrong_node", f"expected node {peer} at that address, found node {reply.node_id}")
