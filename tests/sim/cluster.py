@@ -1,0 +1,571 @@
+"""A simulated quorum: pure Raft cores, durable stores, a faulty network and a clock, all seeded.
+
+Time is an integer on an event heap; ties are broken by insertion order, and
+every random choice comes from generators derived from one seed, so a seed
+names one exact history. After every event the cluster drains the touched
+cores' ``Ready`` batches the way a real node must (hard state durable before
+messages leave, entries durable only after a simulated fsync) and feeds what
+it saw to the ``SafetyMonitor``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyraft.core.config import Config
+from pyraft.core.errors import RaftError
+from pyraft.core.messages import Entry, HardState, Message
+from pyraft.core.raft import RaftCore, Role
+from pyraft.core.ready import Ready
+
+from .invariants import InvariantViolation, Log, SafetyMonitor, check_read_index
+from .network import Network, NetworkFaults
+
+TICK = 10  # simulated time units per logical tick
+FULL_CHECK_EVERY = 250  # events between whole-state re-checks
+DEFAULT_FAULT_TICKS = 800
+
+CoreFactory = Callable[[Config, random.Random, HardState, Sequence[Entry]], RaftCore]
+
+
+def real_core(
+    config: Config, rng: random.Random, hard_state: HardState, entries: Sequence[Entry]
+) -> RaftCore:
+    return RaftCore(config, rng, hard_state=hard_state, entries=entries)
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """One simulation: the seed decides everything else."""
+
+    seed: int
+    nodes: int = 3
+    fault_ticks: int = DEFAULT_FAULT_TICKS  # length of the fault phase (``--sim-steps``)
+    calm_ticks: int = 400  # liveness deadline once faults stop
+    calm_proposals: int = 5
+
+    def replay_command(self) -> str:
+        return (
+            f".venv/bin/pytest tests/sim/test_simulation.py --sim-seed {self.seed} "
+            f"--sim-nodes {self.nodes} --sim-steps {self.fault_ticks}"
+        )
+
+
+class SimulationFailure(AssertionError):
+    """A run failed; the message says how to replay it."""
+
+
+@dataclass(slots=True)
+class ClientOp:
+    """A client request; calm-phase ops are retried until applied everywhere (the liveness goal)."""
+
+    op_id: int
+    data: bytes
+    calm: bool
+    done: bool = False
+
+
+@dataclass(slots=True)
+class Store:
+    """What survives a crash: the hard state and the fsynced entries."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class SimNode:
+    """One server: its store survives crashes, everything else is per incarnation."""
+
+    node_id: int
+    config: Config
+    rng: random.Random
+    store: Store = field(default_factory=Store)
+    core: RaftCore | None = None
+    incarnation: int = 0
+    writes: deque[list[Entry]] = field(default_factory=deque)
+    disk_free_at: int = 0
+    applied: list[Entry] = field(default_factory=list)
+    commit_seen: int = 0
+    was_leader_in: int = -1  # term in which this incarnation was last seen leading
+    proposals: dict[int, ClientOp] = field(default_factory=dict)  # forwarded, by request id
+    reads: dict[int, int] = field(default_factory=dict)  # request id -> commit floor
+    accepted: dict[int, list[tuple[int, ClientOp]]] = field(default_factory=dict)  # index -> (term, op)
+
+    def reset_volatile(self) -> None:
+        self.writes.clear()
+        self.applied = []
+        self.commit_seen = 0
+        self.was_leader_in = -1
+        self.proposals.clear()
+        self.reads.clear()
+        self.accepted.clear()
+
+
+@dataclass(order=True, slots=True)
+class Event:
+    time: int
+    seq: int
+    kind: str = field(compare=False)
+    node: int = field(compare=False)
+    payload: Any = field(compare=False, default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class SimResult:
+    trace_hash: str
+    events: int
+    committed: int
+    elections: int
+
+
+class Cluster:
+    """Runs one seeded simulation: a fault phase, then a calm phase that must reach liveness."""
+
+    def __init__(self, sim: SimConfig, core_factory: CoreFactory = real_core) -> None:
+        self.sim = sim
+        self.rng = random.Random(sim.seed)
+        self.core_factory = core_factory
+        ids = tuple(range(1, sim.nodes + 1))
+        self.nodes: dict[int, SimNode] = {}
+        for nid in ids:
+            cfg = Config(node_id=nid, voters=ids)
+            self.nodes[nid] = SimNode(nid, cfg, random.Random(self.rng.getrandbits(64)))
+        self.skew = {nid: self.rng.choice((-1, 0, 0, 1)) for nid in ids}
+        self.network = Network(random.Random(self.rng.getrandbits(64)), ids, NetworkFaults.hostile(self.rng))
+        self.monitor = SafetyMonitor(quorum=len(ids) // 2 + 1)
+        self.heap: list[Event] = []
+        self.seq = 0
+        self.now = 0
+        self.events = 0
+        self.calm = False
+        self.calm_ops: list[ClientOp] = []
+        self.next_request = 0
+        self.trace = hashlib.sha256()
+        self.recent: deque[str] = deque(maxlen=30)
+
+    # ------------------------------------------------------------ scheduling
+
+    def schedule(self, delay: int, kind: str, node: int = 0, payload: Any = None) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, Event(self.now + delay, self.seq, kind, node, payload))
+
+    def run(self) -> SimResult:
+        """Run to liveness or fail; every failure names the seed and the replay command."""
+        try:
+            self._start()
+            self._loop()
+            self._final_check()
+        except (InvariantViolation, SimulationFailure) as exc:
+            raise self._failure(str(exc)) from exc
+        except Exception as exc:
+            raise self._failure(f"unexpected {type(exc).__name__}: {exc}") from exc
+        return SimResult(
+            self.trace.hexdigest(), self.events, self.monitor.max_committed, len(self.monitor.leaders_by_term)
+        )
+
+    def _failure(self, what: str) -> SimulationFailure:
+        recent = "\n    ".join(self.recent)
+        return SimulationFailure(
+            f"seed {self.sim.seed} ({self.sim.nodes} nodes), event #{self.events} at t={self.now}: {what}\n"
+            f"  replay: {self.sim.replay_command()}\n  last events:\n    {recent}"
+        )
+
+    def _start(self) -> None:
+        for node in self.nodes.values():
+            self._boot(node)
+            self.schedule(self.rng.randrange(TICK), "tick", node.node_id)
+        self.schedule(self.rng.randint(1, 5) * TICK, "fault")
+        self.schedule(self.rng.randint(1, 3) * TICK, "client")
+        self.schedule(self.sim.fault_ticks * TICK, "calm")
+
+    def _loop(self) -> None:
+        deadline = (self.sim.fault_ticks + self.sim.calm_ticks) * TICK
+        while True:
+            event = heapq.heappop(self.heap)
+            self.now = event.time
+            if self.now > deadline:
+                raise SimulationFailure(
+                    f"Liveness: not reached {self.sim.calm_ticks} ticks after faults stopped; "
+                    f"{self._liveness_gap()}"
+                )
+            self.events += 1
+            touched = self._dispatch(event)
+            self._after_event(touched)
+            if self.calm and self._live():
+                return
+
+    # ------------------------------------------------------------ events
+
+    def _dispatch(self, event: Event) -> Sequence[int]:
+        handler: Callable[[Event], Sequence[int]] = getattr(self, f"_on_{event.kind}")
+        touched = handler(event)
+        line = f"{event.time} {event.kind} {event.node} {self._describe(event)}"
+        self.trace.update(line.encode())
+        self.recent.append(line)
+        return touched
+
+    @staticmethod
+    def _describe(event: Event) -> str:
+        if event.kind == "deliver":
+            return repr(event.payload)
+        return "" if event.payload is None else str(event.payload)
+
+    def _on_tick(self, event: Event) -> Sequence[int]:
+        node = self.nodes[event.node]
+        self.schedule(TICK + self.skew[node.node_id], "tick", node.node_id)
+        if node.core is None:
+            return ()
+        node.core.tick()
+        return (node.node_id,)
+
+    def _on_deliver(self, event: Event) -> Sequence[int]:
+        msg: Message = event.payload
+        node = self.nodes[msg.dst]
+        if node.core is None or not self.network.connected(msg.src, msg.dst):
+            return ()
+        node.core.step(msg)
+        return (node.node_id,)
+
+    def _on_fsync(self, event: Event) -> Sequence[int]:
+        node = self.nodes[event.node]
+        if node.core is None or event.payload != node.incarnation:
+            return ()  # the write died with the crashed incarnation
+        entries = node.writes.popleft()
+        stored = node.store.entries
+        first = entries[0].index
+        if first > len(stored) + 1:
+            raise InvariantViolation(
+                "Ready Contract", f"node {node.node_id} writes from {first}, store ends at {len(stored)}"
+            )
+        del stored[first - 1 :]
+        stored.extend(entries)
+        self.monitor.durable_changed(first, self._durable())
+        node.core.persisted(entries[-1].index, entries[-1].term)
+        return (node.node_id,)
+
+    def _on_client(self, event: Event) -> Sequence[int]:
+        if not self.calm:
+            self.schedule(self.rng.randint(1, 3 * TICK), "client")
+        nid = self.rng.choice(sorted(self.nodes))
+        if self.rng.random() < 0.3:
+            return self._read(nid)
+        return self._propose(nid, ClientOp(self.next_op(), f"f{self.events}".encode(), calm=False))
+
+    def _on_retry(self, event: Event) -> Sequence[int]:
+        op: ClientOp = event.payload
+        if op.done:
+            return ()
+        return self._propose(self.rng.choice(sorted(self.nodes)), op)
+
+    def _on_fault(self, event: Event) -> Sequence[int]:
+        if self.calm:
+            return ()
+        self.schedule(self.rng.randint(5, 40) * TICK, "fault")
+        action = self.rng.choices(
+            ("crash", "crash_leader", "restart", "split", "isolate_leader", "heal", "transfer"),
+            weights=(2, 1, 3, 2, 1, 2, 1),
+        )[0]
+        fault: Callable[[], Sequence[int]] = getattr(self, f"_fault_{action}")
+        return fault()
+
+    def _on_calm(self, event: Event) -> Sequence[int]:
+        """Stop all faults: heal, restart, no loss; then ask for proposals that must all commit."""
+        self.calm = True
+        self.network.heal()
+        self.network.faults = NetworkFaults.calm()
+        for node in self.nodes.values():
+            if node.core is None:
+                self._boot(node)
+        for i in range(self.sim.calm_proposals):
+            op = ClientOp(self.next_op(), f"calm{i}".encode(), calm=True)
+            self.calm_ops.append(op)
+            self.schedule(self.rng.randint(1, 30) * TICK, "retry", payload=op)
+        return tuple(self.nodes)
+
+    def next_op(self) -> int:
+        self.next_request += 1
+        return self.next_request
+
+    # ------------------------------------------------------------ faults
+
+    def _up(self) -> list[int]:
+        return [nid for nid, n in sorted(self.nodes.items()) if n.core is not None]
+
+    def _leaders(self) -> list[int]:
+        return [nid for nid in self._up() if self._core(nid).role is Role.LEADER]
+
+    def _core(self, nid: int) -> RaftCore:
+        core = self.nodes[nid].core
+        assert core is not None
+        return core
+
+    def _fault_crash(self, victims: Sequence[int] | None = None) -> Sequence[int]:
+        up = list(victims) if victims is not None else self._up()
+        if not up:
+            return ()
+        node = self.nodes[self.rng.choice(up)]
+        node.core = None
+        node.incarnation += 1
+        node.reset_volatile()
+        self.recent.append(f"  crash {node.node_id}")
+        return ()
+
+    def _fault_crash_leader(self) -> Sequence[int]:
+        return self._fault_crash(self._leaders())
+
+    def _fault_restart(self) -> Sequence[int]:
+        down = [nid for nid in sorted(self.nodes) if self.nodes[nid].core is None]
+        if not down:
+            return ()
+        nid = self.rng.choice(down)
+        self._boot(self.nodes[nid])
+        return (nid,)
+
+    def _boot(self, node: SimNode) -> None:
+        """A new incarnation sees only what its store made durable."""
+        node.reset_volatile()
+        node.core = self.core_factory(node.config, node.rng, node.store.hard_state, tuple(node.store.entries))
+
+    def _fault_split(self) -> Sequence[int]:
+        ids = sorted(self.nodes)
+        self.rng.shuffle(ids)
+        cut = self.rng.randint(1, len(ids) - 1)
+        self.network.partition([ids[:cut], ids[cut:]])
+        self.recent.append(f"  partition {self.network.describe()}")
+        return ()
+
+    def _fault_isolate_leader(self) -> Sequence[int]:
+        leaders = self._leaders()
+        if not leaders:
+            return self._fault_split()
+        lone = self.rng.choice(leaders)
+        self.network.partition([[lone], [n for n in self.nodes if n != lone]])
+        self.recent.append(f"  partition {self.network.describe()}")
+        return ()
+
+    def _fault_heal(self) -> Sequence[int]:
+        self.network.heal()
+        return ()
+
+    def _fault_transfer(self) -> Sequence[int]:
+        leaders = self._leaders()
+        if not leaders:
+            return ()
+        nid = self.rng.choice(leaders)
+        target = self.rng.choice([None, *[n for n in self.nodes if n != nid]])
+        with contextlib.suppress(RaftError):
+            self._core(nid).transfer_leadership(target)
+        return (nid,)
+
+    # ------------------------------------------------------------ clients
+
+    def _propose(self, nid: int, op: ClientOp) -> Sequence[int]:
+        """Leader: propose directly; follower: forward. Refusals are retried only for calm ops."""
+        node = self.nodes[nid]
+        if node.core is None:
+            return self._retry_later(op)
+        try:
+            if node.core.role is Role.LEADER:
+                index, term = node.core.propose(op.data)
+                self._accepted(node, op, index, term)
+            else:
+                request = self.next_op()
+                node.core.forward(request, op.data)
+                node.proposals[request] = op
+        except RaftError:
+            return self._retry_later(op)
+        return (nid,)
+
+    def _retry_later(self, op: ClientOp) -> Sequence[int]:
+        if op.calm and not op.done:
+            self.schedule(self.rng.randint(1, 3) * TICK, "retry", payload=op)
+        return ()
+
+    def _read(self, nid: int) -> Sequence[int]:
+        node = self.nodes[nid]
+        if node.core is None:
+            return ()
+        request = self.next_op()
+        try:
+            node.core.read_index(request)
+        except RaftError:
+            return ()
+        node.reads[request] = self.monitor.max_committed
+        return (nid,)
+
+    def _accepted(self, node: SimNode, op: ClientOp, index: int, term: int) -> None:
+        """The leader took ``op`` at (index, term); it is acknowledged once applied there with that term."""
+        if index <= len(node.applied):
+            self._settle(node, op, node.applied[index - 1], term)
+        else:
+            node.accepted.setdefault(index, []).append((term, op))
+
+    def _settle(self, node: SimNode, op: ClientOp, applied: Entry, term: int) -> None:
+        if applied.term != term:
+            self._retry_later(op)  # overwritten: definitely not applied there
+            return
+        if applied.data != op.data:
+            raise InvariantViolation(
+                "Acknowledged Proposals",
+                f"node {node.node_id} accepted {op.data!r} at ({applied.index}, {term}) "
+                f"but applied {applied}",
+            )
+        op.done = True
+        self.monitor.acknowledge(applied, self._core(node.node_id).term)
+
+    # ------------------------------------------------------------ ready
+
+    def _after_event(self, touched: Sequence[int]) -> None:
+        for nid in touched:
+            node = self.nodes[nid]
+            if node.core is not None:
+                self._handle_ready(node, node.core)
+        self._check_roles()
+        if self.events % FULL_CHECK_EVERY == 0:
+            self._full_check()
+
+    def _handle_ready(self, node: SimNode, core: RaftCore) -> None:
+        """Drain one Ready in the order its contract demands, observing every effect."""
+        ready = core.ready()
+        if ready.entries:
+            self._observe_write(node, core, ready.entries)
+        self._observe_commit(node, core)
+        if ready.hard_state is not None:
+            node.store.hard_state = ready.hard_state
+        if node.store.hard_state != HardState(core.term, core.voted_for):
+            raise InvariantViolation(
+                "Ready Contract",
+                f"node {node.node_id} changed term/vote without a hard_state: "
+                f"stored {node.store.hard_state}, core ({core.term}, {core.voted_for})",
+            )
+        self._send(node, ready.messages)
+        if ready.entries:
+            node.writes.append(list(ready.entries))
+            node.disk_free_at = max(self.now, node.disk_free_at) + self.rng.randint(1, 2 * TICK)
+            self.schedule(node.disk_free_at - self.now, "fsync", node.node_id, node.incarnation)
+        for entry in ready.committed:
+            self._apply(node, entry)
+        self._complete_requests(node, ready)
+
+    def _observe_write(self, node: SimNode, core: RaftCore, entries: Sequence[Entry]) -> None:
+        first, last = entries[0].index, entries[-1].index
+        if last != core.log.last_index or core.log.slice(first, last + 1) != list(entries):
+            raise InvariantViolation(
+                "Ready Contract",
+                f"node {node.node_id}: Ready.entries {first}..{last} are not its log's suffix",
+            )
+        self.monitor.write(node.node_id, entries, core.log.term_at(first - 1))
+
+    def _observe_commit(self, node: SimNode, core: RaftCore) -> None:
+        commit = core.commit_index
+        if commit < node.commit_seen or commit > core.log.last_index:
+            raise InvariantViolation(
+                "Commit Index",
+                f"node {node.node_id} commit_index {commit} (was {node.commit_seen}, "
+                f"log ends at {core.log.last_index})",
+            )
+        if commit > node.commit_seen:
+            entries = core.log.slice(node.commit_seen + 1, commit + 1)
+            self.monitor.commit(node.node_id, core.term, entries, self._durable())
+            node.commit_seen = commit
+
+    def _send(self, node: SimNode, messages: Sequence[Message]) -> None:
+        for msg in messages:
+            if msg.src != node.node_id or msg.dst not in self.nodes or msg.dst == msg.src:
+                raise InvariantViolation("Ready Contract", f"node {node.node_id} sends misaddressed {msg}")
+            for delay in self.network.delays(msg.src, msg.dst):
+                self.schedule(delay, "deliver", msg.dst, msg)
+
+    def _apply(self, node: SimNode, entry: Entry) -> None:
+        self.monitor.apply(node.node_id, len(node.applied), entry)
+        node.applied.append(entry)
+        for term, op in node.accepted.pop(entry.index, ()):
+            self._settle(node, op, entry, term)
+
+    def _complete_requests(self, node: SimNode, ready: Ready) -> None:
+        for read in ready.read_states:
+            floor = node.reads.pop(read.request_id, None)
+            if floor is None:
+                raise InvariantViolation("Ready Contract", f"node {node.node_id}: unknown read {read}")
+            check_read_index(node.node_id, read.request_id, read.index, floor)
+        for accepted in ready.proposals:
+            op = node.proposals.pop(accepted.request_id, None)
+            if op is None:
+                raise InvariantViolation(
+                    "Ready Contract", f"node {node.node_id}: unknown proposal {accepted}"
+                )
+            self._accepted(node, op, accepted.index, accepted.term)
+        for failed in ready.failed:
+            op = node.proposals.pop(failed.request_id, None)
+            if op is not None:
+                self._retry_later(op)
+            elif node.reads.pop(failed.request_id, None) is None:
+                raise InvariantViolation("Ready Contract", f"node {node.node_id}: unknown failure {failed}")
+
+    # ------------------------------------------------------------ checks
+
+    def _durable(self) -> dict[int, Log]:
+        return {nid: node.store.entries for nid, node in self.nodes.items()}
+
+    def _log(self, nid: int) -> list[Entry]:
+        core = self._core(nid)
+        return core.log.slice(1, core.log.last_index + 1)
+
+    def _check_roles(self) -> None:
+        """Election Safety for whoever leads now; Leader Completeness for whoever just became leader."""
+        for nid in self._up():
+            node = self.nodes[nid]
+            core = self._core(nid)
+            if core.role is not Role.LEADER:
+                continue
+            if node.was_leader_in != core.term:
+                node.was_leader_in = core.term
+                self.monitor.new_leader(nid, core.term, self._log(nid))
+            else:
+                self.monitor.leader(nid, core.term)
+
+    def _full_check(self) -> None:
+        up = self._up()
+        logs = {nid: self._log(nid) for nid in up}
+        leaders = {nid: self._core(nid).term for nid in self._leaders()}
+        self.monitor.full_check(logs, leaders)
+
+    # ------------------------------------------------------------ liveness
+
+    def _live(self) -> bool:
+        """One leader everybody follows, and every calm proposal applied on every node."""
+        if not all(op.done for op in self.calm_ops):
+            return False
+        leaders = self._leaders()
+        if len(leaders) != 1 or len(self._up()) != len(self.nodes):
+            return False
+        if any(self._core(nid).leader_id != leaders[0] for nid in self.nodes):
+            return False
+        wanted = {op.data for op in self.calm_ops}
+        return all(wanted <= {e.data for e in node.applied} for node in self.nodes.values())
+
+    def _liveness_gap(self) -> str:
+        roles = {
+            nid: (n.core.role.name, n.core.term, n.core.leader_id, n.core.commit_index, len(n.applied))
+            if n.core
+            else None
+            for nid, n in self.nodes.items()
+        }
+        pending = [op.data for op in self.calm_ops if not op.done]
+        return (
+            f"nodes (role, term, leader, commit, applied)={roles}; calm proposals not acknowledged: {pending}"
+        )
+
+    def _final_check(self) -> None:
+        self._full_check()
+        logs = [node.applied for node in self.nodes.values()]
+        if any(log != logs[0] for log in logs):
+            raise InvariantViolation("State Machine Safety", "nodes end with different applied logs")
