@@ -1,0 +1,104 @@
+"""The applier actor: applies committed entries in order and wakes whoever waits on them.
+
+It is the only writer of the state machine, so reads that wait for
+``applied_index`` see every entry up to it and nothing half-applied.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import trio
+
+from pyraft.core.messages import Entry, EntryKind
+from pyraft.statemachine import StateMachine
+
+RECENT_RESULTS = 4096  # results kept for a proposer that learns its index after the apply
+
+
+@dataclass(slots=True)
+class Applied:
+    index: int
+    result: bytes
+
+
+class ProposalLost(Exception):
+    """The index a proposal was accepted at now holds another term's entry: it was never applied."""
+
+
+class _Waiter:
+    __slots__ = ("error", "event", "result")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.result: Applied | None = None
+        self.error: Exception | None = None
+
+
+class Applier:
+    def __init__(self, state_machine: StateMachine) -> None:
+        self.state_machine = state_machine
+        self.applied_index = 0
+        self._recent: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
+        self._proposals: dict[int, tuple[int, _Waiter]] = {}
+        self._index_waiters: list[tuple[int, int, trio.Event]] = []
+        self._order = itertools.count()
+
+    async def run(self, committed: trio.MemoryReceiveChannel[list[Entry]]) -> None:
+        async for batch in committed:
+            for entry in batch:
+                self._apply(entry)
+            self._wake_index_waiters()
+            await trio.lowlevel.checkpoint()
+
+    def _apply(self, entry: Entry) -> None:
+        result = b""
+        if entry.kind is EntryKind.COMMAND:
+            result = self.state_machine.apply(entry.index, entry.data)
+        self.applied_index = entry.index
+        self._recent[entry.index] = (entry.term, result)
+        if len(self._recent) > RECENT_RESULTS:
+            self._recent.popitem(last=False)
+        waiting = self._proposals.pop(entry.index, None)
+        if waiting is not None:
+            self._settle(waiting[1], waiting[0], entry.index, entry.term, result)
+
+    def watch_proposal(self, index: int, term: int) -> _Waiter:
+        """A waiter settled when ``index`` is applied: with its result if it holds ``term``."""
+        waiter = _Waiter()
+        if index <= self.applied_index:
+            seen = self._recent.get(index)
+            if seen is None:
+                waiter.error = ProposalLost(f"index {index} was applied too long ago to know")
+                waiter.event.set()
+            else:
+                self._settle(waiter, term, index, *seen)
+            return waiter
+        previous = self._proposals.get(index)
+        if previous is not None:  # an older proposal at the same index was overwritten
+            previous[1].error = ProposalLost(f"index {index} was taken over by a newer leader")
+            previous[1].event.set()
+        self._proposals[index] = (term, waiter)
+        return waiter
+
+    @staticmethod
+    def _settle(waiter: _Waiter, term: int, index: int, entry_term: int, result: bytes) -> None:
+        if entry_term == term:
+            waiter.result = Applied(index, result)
+        else:
+            waiter.error = ProposalLost(f"entry {index} of term {term} was overwritten by term {entry_term}")
+        waiter.event.set()
+
+    async def wait_applied(self, index: int) -> None:
+        if index <= self.applied_index:
+            return
+        event = trio.Event()
+        heapq.heappush(self._index_waiters, (index, next(self._order), event))
+        await event.wait()
+
+    def _wake_index_waiters(self) -> None:
+        while self._index_waiters and self._index_waiters[0][0] <= self.applied_index:
+            heapq.heappop(self._index_waiters)[2].set()

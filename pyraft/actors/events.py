@@ -1,0 +1,38 @@
+"""What other actors put into the raft loop's inbox besides peer messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One unit of logical time for the core, from the election/heartbeat timer."""
+
+
+TICK = Tick()
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """The storage actor made entries up to ``index`` durable."""
+
+    index: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProposeCmd:
+    request_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadCmd:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCmd:
+    request_id: int
+    target: int | None

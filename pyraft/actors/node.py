@@ -1,0 +1,255 @@
+"""A Raft node: the core's owner task and the actors around it, in one nursery.
+
+The raft loop is the only task that touches the core. Everything else talks
+to it through the inbox channel (peer messages, ticks, persisted notices,
+client requests) and gets effects back as data: messages go to the transport,
+entries to the storage actor, committed entries to the applier.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, cast
+
+import trio
+
+from pyraft.actors.applier import Applied, Applier
+from pyraft.actors.events import TICK, Persisted, ProposeCmd, ReadCmd, Tick, TransferCmd
+from pyraft.actors.storage import StorageActor
+from pyraft.core.config import Config
+from pyraft.core.errors import RaftError, RequestLost
+from pyraft.core.messages import Entry, Message
+from pyraft.core.raft import LEADER_CHANGED, RaftCore, Role
+from pyraft.core.ready import Ready
+from pyraft.statemachine import StateMachine
+from pyraft.storage.base import Storage
+from pyraft.transport.base import ClientHandler, Transport
+
+log = logging.getLogger("pyraft.node")
+
+INBOX_SIZE = 65536
+MAX_EVENTS_PER_BATCH = 4096
+
+
+class OutcomeUnknown(RaftError):
+    """A forwarded proposal lost track of its leader: it may or may not be applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Wall-clock settings, turned into core ticks here (the core only counts ticks)."""
+
+    tick_ms: float = 10.0
+    election_timeout_ms: float = 150.0  # the timeout is drawn from [this, 2 * this)
+    heartbeat_ms: float = 50.0
+
+    def ticks(self) -> tuple[int, int]:
+        election = max(2, round(self.election_timeout_ms / self.tick_ms))
+        heartbeat = max(1, round(self.heartbeat_ms / self.tick_ms))
+        if heartbeat >= election:
+            raise ValueError("the heartbeat interval must be shorter than the election timeout")
+        return election, heartbeat
+
+
+@dataclass(slots=True)
+class _Request:
+    done: trio.Event
+    value: Any = None
+    error: Exception | None = None
+
+
+class RaftNode:
+    def __init__(
+        self,
+        node_id: int,
+        voters: tuple[int, ...],
+        storage: Storage,
+        transport: Transport,
+        state_machine: StateMachine,
+        *,
+        timing: Timing | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        hard_state, entries, report = storage.load()
+        self.recovery = report
+        timing = timing or Timing()
+        election, heartbeat = timing.ticks()
+        config = Config(node_id, voters, election_ticks=election, heartbeat_ticks=heartbeat)
+        self.core = RaftCore(config, rng or random.Random(), hard_state, entries)
+        self.node_id = node_id
+        self.timing = timing
+        self.transport = transport
+        self.storage = StorageActor(storage)
+        self.applier = Applier(state_machine)
+        self.state_machine = state_machine
+        self._requests: dict[int, _Request] = {}
+        self._ids = itertools.count(1)
+        self._inbox_send, self._inbox = trio.open_memory_channel[object](INBOX_SIZE)
+        self._to_disk, self._disk_batches = trio.open_memory_channel[list[Entry]](math.inf)
+        self._to_apply, self._apply_batches = trio.open_memory_channel[list[Entry]](INBOX_SIZE)
+        self.role_changed = trio.Event()  # replaced on every change; for waiting in tests and shutdown
+        self._last_role = (self.core.role, self.core.leader_id, self.core.term)
+
+    # ---------------------------------------------------------------- running
+
+    async def run(
+        self,
+        client_handler: ClientHandler | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            inbox = cast(trio.MemorySendChannel[Message], self._inbox_send)
+            await nursery.start(self.transport.run, inbox, client_handler)
+            nursery.start_soon(self.storage.run, self._disk_batches, self._inbox_send.clone())
+            nursery.start_soon(self.applier.run, self._apply_batches)
+            nursery.start_soon(self._ticker)
+            nursery.start_soon(self._raft_loop)
+            task_status.started()
+
+    async def _ticker(self) -> None:
+        """The election and heartbeat timer: turns wall-clock time into core ticks."""
+        interval = self.timing.tick_ms / 1000
+        deadline = trio.current_time()
+        while True:
+            deadline += interval
+            await trio.sleep_until(deadline)
+            await self._inbox_send.send(TICK)
+
+    async def _raft_loop(self) -> None:
+        async for event in self._inbox:
+            self._handle(event)
+            for _ in range(MAX_EVENTS_PER_BATCH):
+                try:
+                    self._handle(self._inbox.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._process_ready()
+
+    def _handle(self, event: object) -> None:
+        core = self.core
+        match event:
+            case Tick():
+                core.tick()
+            case Persisted(index=index, term=term):
+                core.persisted(index, term)
+            case ProposeCmd(request_id=rid, data=data):
+                self._guard(rid, lambda: core.forward(rid, data))
+            case ReadCmd(request_id=rid):
+                self._guard(rid, lambda: core.read_index(rid))
+            case TransferCmd(request_id=rid, target=target):
+                if self._guard(rid, lambda: core.transfer_leadership(target)):
+                    self._finish(rid, value=None)
+            case _:
+                core.step(cast(Message, event))
+
+    def _guard(self, request_id: int, action: Any) -> bool:
+        try:
+            action()
+        except (RaftError, ValueError) as exc:
+            self._finish(request_id, error=exc)
+            return False
+        return True
+
+    async def _process_ready(self) -> None:
+        ready = self.core.ready()
+        if ready.hard_state is not None:
+            await self.storage.save_hard_state(ready.hard_state)  # before any vote or term leaves
+        for msg in ready.messages:
+            self.transport.send(msg)
+        if ready.entries:
+            self._to_disk.send_nowait(ready.entries)
+        self._settle_requests(ready)
+        if ready.committed:
+            await self._to_apply.send(ready.committed)
+        self._note_role_change()
+
+    def _settle_requests(self, ready: Ready) -> None:
+        for accepted in ready.proposals:
+            waiter = self.applier.watch_proposal(accepted.index, accepted.term)
+            self._finish(accepted.request_id, value=waiter)
+        for read in ready.read_states:
+            self._finish(read.request_id, value=read.index)
+        for failed in ready.failed:
+            if failed.reason == LEADER_CHANGED:
+                error: RaftError = OutcomeUnknown("the leader changed while the request was in flight")
+            else:
+                error = RequestLost(f"request refused ({failed.reason}); leader hint {failed.leader_hint}")
+            self._finish(failed.request_id, error=error)
+
+    def _note_role_change(self) -> None:
+        now = (self.core.role, self.core.leader_id, self.core.term)
+        if now != self._last_role:
+            log.info("node %d: role %s, term %d, leader %s", self.node_id, now[0].value, now[2], now[1])
+            self._last_role = now
+            self.role_changed.set()
+            self.role_changed = trio.Event()
+
+    # ------------------------------------------------------------ public API
+
+    async def propose(self, command: bytes) -> Applied:
+        """Replicate ``command``; returns once it is committed and applied on this node.
+
+        Raises NotLeader/NoLeader (definitely not applied), RequestLost (not applied),
+        OutcomeUnknown (may be applied: the leader changed mid-flight)."""
+        waiter = await self._request(lambda rid: ProposeCmd(rid, command))
+        await waiter.event.wait()
+        if waiter.error is not None:
+            raise RequestLost(str(waiter.error)) from waiter.error
+        assert waiter.result is not None
+        return cast(Applied, waiter.result)
+
+    async def read(self, query: bytes) -> bytes:
+        """A linearizable read: ReadIndex through the leader, then the local state machine."""
+        index = await self.read_barrier()
+        del index
+        return self.state_machine.query(query)
+
+    async def read_barrier(self) -> int:
+        """Wait until this node has applied everything committed before the call began."""
+        index = cast(int, await self._request(ReadCmd))
+        await self.applier.wait_applied(index)
+        return index
+
+    async def transfer_leadership(self, target: int | None = None) -> None:
+        await self._request(lambda rid: TransferCmd(rid, target))
+
+    async def _request(self, make: Any) -> Any:
+        request_id = next(self._ids)
+        request = _Request(trio.Event())
+        self._requests[request_id] = request
+        try:
+            await self._inbox_send.send(make(request_id))
+            await request.done.wait()
+        finally:
+            self._requests.pop(request_id, None)
+        if request.error is not None:
+            raise request.error
+        return request.value
+
+    def _finish(self, request_id: int, *, value: Any = None, error: Exception | None = None) -> None:
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return  # the caller gave up (timeout or cancellation)
+        request.value, request.error = value, error
+        request.done.set()
+
+    # --------------------------------------------------------------- status
+
+    def status(self) -> dict[str, Any]:
+        core = self.core
+        return {
+            "nodeId": self.node_id,
+            "role": "candidate" if core.role in (Role.CANDIDATE, Role.PRE_CANDIDATE) else core.role.value,
+            "term": core.term,
+            "leaderId": core.leader_id,
+            "commitIndex": core.commit_index,
+            "lastApplied": self.applier.applied_index,
+            "lastLogIndex": core.log.last_index,
+            "durableIndex": core.log.stable_index,
+            "votedFor": core.voted_for,
+        }

@@ -1,0 +1,23 @@
+"""Serves an ASGI app with hypercorn on trio, inside the caller's nursery."""
+
+from __future__ import annotations
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.types import ASGIApp
+
+
+async def serve_http(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.graceful_timeout = 1.0
+    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]

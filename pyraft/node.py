@@ -1,0 +1,200 @@
+"""Run one pyraft node: ``python -m pyraft.node --port 8001`` (see ``--help``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+
+from pyraft.actors.node import RaftNode, Timing
+from pyraft.core.raft import Role
+from pyraft.http.app import build_app
+from pyraft.http.server import serve_http
+from pyraft.service import NodeClientHandler
+from pyraft.statemachine import KVStore
+from pyraft.storage.file import FileStorage
+from pyraft.transport.tcp import TcpTransport
+
+log = logging.getLogger("pyraft.node")
+
+
+@dataclass(frozen=True)
+class Voter:
+    node_id: int
+    host: str
+    port: int
+
+
+def parse_voters(text: str) -> list[Voter]:
+    """Parse KRaft's ``controller.quorum.voters`` form: ``1@host:9001,2@host:9002``."""
+    voters = []
+    for item in text.split(","):
+        try:
+            node_id, address = item.strip().split("@", 1)
+            host, port = address.rsplit(":", 1)
+            voters.append(Voter(int(node_id), host.strip("[]"), int(port)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad voter {item!r}: expected ID@HOST:PORT") from None
+    ids = [v.node_id for v in voters]
+    if len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"duplicate voter ids in {text!r}")
+    return voters
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pyraft.node",
+        description="Run one node of a pyraft quorum (Raft, with a KRaft-style metadata log).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--id", type=int, default=1, help="this node's id; must appear in --voters")
+    p.add_argument("--port", type=int, default=8001, help="HTTP port (GET /status)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on for HTTP and raft")
+    p.add_argument(
+        "--raft-port",
+        type=int,
+        default=None,
+        help="port for peers and clients (default: our port in --voters, else --port + 1000)",
+    )
+    p.add_argument(
+        "--voters",
+        type=parse_voters,
+        default=None,
+        help="the quorum as ID@HOST:PORT,... (as KRaft's controller.quorum.voters); omit for one node",
+    )
+    p.add_argument(
+        "--data-dir", type=Path, default=None, help="where the log and vote live (default: data/<id>)"
+    )
+    p.add_argument("--cluster-id", default="pyraft", help="peers with another cluster id are refused")
+    p.add_argument(
+        "--election-timeout-ms",
+        type=float,
+        default=150.0,
+        help="minimum election timeout; each timeout is drawn from [T, 2T)",
+    )
+    p.add_argument("--heartbeat-ms", type=float, default=50.0, help="leader heartbeat interval")
+    p.add_argument(
+        "--tick-ms", type=float, default=10.0, help="timer resolution of the election/heartbeat clock"
+    )
+    p.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="DANGEROUS, for benchmarks only: never fsync (a power cut can lose acknowledged writes)",
+    )
+    p.add_argument("--log-level", default="INFO", help="logging level")
+    return p
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    node_id: int
+    host: str
+    http_port: int
+    raft_port: int
+    voters: tuple[Voter, ...]
+    data_dir: Path
+    cluster_id: str
+    timing: Timing
+    fsync: bool
+
+
+def settings_from_args(args: argparse.Namespace) -> NodeSettings:
+    voters: list[Voter] = args.voters or []
+    own = next((v for v in voters if v.node_id == args.id), None)
+    if voters and own is None:
+        raise SystemExit(f"error: --id {args.id} is not among --voters")
+    raft_port = args.raft_port or (own.port if own else args.port + 1000)
+    if not voters:
+        voters = [Voter(args.id, args.host, raft_port)]
+    timing = Timing(args.tick_ms, args.election_timeout_ms, args.heartbeat_ms)
+    try:
+        timing.ticks()
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return NodeSettings(
+        node_id=args.id,
+        host=args.host,
+        http_port=args.port,
+        raft_port=raft_port,
+        voters=tuple(voters),
+        data_dir=args.data_dir or Path("data") / str(args.id),
+        cluster_id=args.cluster_id,
+        timing=timing,
+        fsync=not args.no_fsync,
+    )
+
+
+async def run_node(settings: NodeSettings) -> None:
+    storage = FileStorage(settings.data_dir, fsync=settings.fsync)
+    peers = {v.node_id: (v.host, v.port) for v in settings.voters if v.node_id != settings.node_id}
+    transport = TcpTransport(settings.node_id, settings.cluster_id, settings.host, settings.raft_port, peers)
+    node = RaftNode(
+        settings.node_id,
+        tuple(v.node_id for v in settings.voters),
+        storage,
+        transport,
+        KVStore(),
+        timing=settings.timing,
+    )
+    if node.recovery.reason:
+        log.warning("recovered log: %s", node.recovery.reason)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run, NodeClientHandler(node))
+            await nursery.start(serve_http, build_app(node), settings.host, settings.http_port)
+            log.info(
+                "node %d serving: http %s:%d, raft %s:%d, data %s",
+                settings.node_id,
+                settings.host,
+                settings.http_port,
+                settings.host,
+                settings.raft_port,
+                settings.data_dir,
+            )
+            await _wait_for_signal()
+            await step_down(node)
+            nursery.cancel_scope.cancel()
+    finally:
+        storage.close()
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s, shutting down", signal.Signals(signum).name)
+            return
+
+
+async def step_down(node: RaftNode) -> None:
+    """A leader hands over before it stops (thesis 3.10), so the quorum does not wait out a timeout."""
+    if node.core.role is not Role.LEADER or len(node.core.config.voters) == 1:
+        return
+    with trio.move_on_after(4 * node.timing.election_timeout_ms / 1000):
+        try:
+            await node.transfer_leadership()
+        except Exception as exc:  # a failed hand-over must not stop the shutdown
+            log.warning("leadership transfer failed: %s", exc)
+            return
+        while node.core.role is Role.LEADER:
+            await node.role_changed.wait()
+        log.info("stepped down as leader (now term %d)", node.core.term)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    settings = settings_from_args(args)
+    trio.run(run_node, settings)
+
+
+if __name__ == "__main__":
+    main()
