@@ -4,7 +4,7 @@ import contextlib
 import random
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import pytest
 
 from pyraft.core.messages import (

@@ -249,6 +249,10 @@ class TcpTransport:
             await self._reject(framed, where, rejection)
         except _CONNECTION_ERRORS as exc:
             logger.info("node %d: connection from %s lost: %s", self.node_id, where, exc)
+        except Exception:
+            # A bug in serving one connection must not take down the listener and the node.
+            self.stats.rejected["internal_error"] += 1
+            logger.exception("node %d: internal error serving %s", self.node_id, where)
         finally:
             await framed.aclose()
 
@@ -304,6 +308,7 @@ class TcpTransport:
     async def _serve_client(self, framed: FramedStream, handler: ClientHandler | None) -> None:
         """Requests run concurrently; the reader stops taking more past max_client_inflight."""
         session = _ClientSession(framed, handler, self.max_client_inflight)
+        rejection: _Reject | None = None  # stays None if a failed answer cancels the reader
         async with trio.open_nursery() as nursery:
             rejection = await session.read_requests(nursery)
             if rejection is not None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Any, Final, TypeGuard
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 
 from pyraft.core.messages import (
     MESSAGE_TYPES,
