@@ -73,6 +73,7 @@ class RaftNode:
         *,
         timing: Timing | None = None,
         rng: random.Random | None = None,
+        offload_io: bool = True,
     ) -> None:
         hard_state, entries, report = storage.load()
         self.recovery = report
@@ -83,7 +84,7 @@ class RaftNode:
         self.node_id = node_id
         self.timing = timing
         self.transport = transport
-        self.storage = StorageActor(storage)
+        self.storage = StorageActor(storage, offload=offload_io)
         self.applier = Applier(state_machine)
         self.state_machine = state_machine
         self._requests: dict[int, _Request] = {}
