@@ -189,7 +189,11 @@ class Cluster:
         for i in self.ids if ids is None else ids:
             if i in self.down:
                 continue
-            out.extend(self.nodes[i].ready(persist=persist))
+            node = self.nodes[i]
+            out.extend(node.ready(persist=persist))
+            # Persisting may produce acknowledgements (or, on a leader, commits): send them too.
+            while persist and node.core.has_ready():
+                out.extend(node.ready(persist=persist))
         self.queue.extend(out)
         return out
 
