@@ -25,12 +25,12 @@ from pyraft.core.messages import Entry, HardState, Message
 from pyraft.core.raft import RaftCore, Role
 from pyraft.core.ready import Ready
 
-from .invariants import InvariantViolation, Log, SafetyMonitor, check_read_index
+from .invariants import InvariantViolation, Log, SafetyMonitor, check_log_shape, check_read_index
 from .network import Network, NetworkFaults
 
 TICK = 10  # simulated time units per logical tick
 FULL_CHECK_EVERY = 250  # events between whole-state re-checks
-DEFAULT_FAULT_TICKS = 800
+DEFAULT_FAULT_TICKS = 600
 
 CoreFactory = Callable[[Config, random.Random, HardState, Sequence[Entry]], RaftCore]
 
@@ -55,6 +55,35 @@ class SimConfig:
         return (
             f".venv/bin/pytest tests/sim/test_simulation.py --sim-seed {self.seed} "
             f"--sim-nodes {self.nodes} --sim-steps {self.fault_ticks}"
+        )
+
+
+FAULTS = ("crash", "crash_leader", "restart", "split", "isolate_leader", "heal", "transfer")
+
+
+@dataclass(frozen=True, slots=True)
+class Swarm:
+    """Per-seed fault mix (swarm testing): one fixed mix explores one corner; varying it explores many."""
+
+    fault_gap: tuple[int, int]  # ticks between fault actions
+    weights: tuple[int, ...]  # one per FAULTS entry
+    client_gap: int  # max time units between client requests
+    read_ratio: float
+    max_fsync: int  # max time units an fsync takes
+    torn_crash: float  # chance that each pending write still lands when its node crashes
+
+    @staticmethod
+    def draw(rng: random.Random) -> Swarm:
+        weights = tuple(rng.choice((0, 1, 2, 4)) for _ in FAULTS)
+        if weights[FAULTS.index("restart")] == 0:
+            weights = tuple(w if f != "restart" else 2 for f, w in zip(FAULTS, weights, strict=True))
+        return Swarm(
+            fault_gap=rng.choice(((1, 8), (5, 40), (20, 80))),
+            weights=weights,
+            client_gap=rng.choice((10, 30, 100)),
+            read_ratio=rng.choice((0.0, 0.2, 0.5)),
+            max_fsync=rng.choice((2, 20, 60)),
+            torn_crash=rng.choice((0.0, 0.5)),
         )
 
 
@@ -91,7 +120,7 @@ class SimNode:
     core: RaftCore | None = None
     incarnation: int = 0
     writes: deque[list[Entry]] = field(default_factory=deque)
-    disk_free_at: int = 0
+    last_write_done: int = 0
     applied: list[Entry] = field(default_factory=list)
     commit_seen: int = 0
     was_leader_in: int = -1  # term in which this incarnation was last seen leading
@@ -109,13 +138,12 @@ class SimNode:
         self.accepted.clear()
 
 
-@dataclass(order=True, slots=True)
+@dataclass(slots=True)
 class Event:
     time: int
-    seq: int
-    kind: str = field(compare=False)
-    node: int = field(compare=False)
-    payload: Any = field(compare=False, default=None)
+    kind: str
+    node: int
+    payload: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +169,8 @@ class Cluster:
         self.skew = {nid: self.rng.choice((-1, 0, 0, 1)) for nid in ids}
         self.network = Network(random.Random(self.rng.getrandbits(64)), ids, NetworkFaults.hostile(self.rng))
         self.monitor = SafetyMonitor(quorum=len(ids) // 2 + 1)
-        self.heap: list[Event] = []
+        self.swarm = Swarm.draw(self.rng)
+        self.heap: list[tuple[int, int, Event]] = []  # (time, insertion counter, event): no ties
         self.seq = 0
         self.now = 0
         self.events = 0
@@ -155,7 +184,8 @@ class Cluster:
 
     def schedule(self, delay: int, kind: str, node: int = 0, payload: Any = None) -> None:
         self.seq += 1
-        heapq.heappush(self.heap, Event(self.now + delay, self.seq, kind, node, payload))
+        time = self.now + delay
+        heapq.heappush(self.heap, (time, self.seq, Event(time, kind, node, payload)))
 
     def run(self) -> SimResult:
         """Run to liveness or fail; every failure names the seed and the replay command."""
@@ -189,7 +219,7 @@ class Cluster:
     def _loop(self) -> None:
         deadline = (self.sim.fault_ticks + self.sim.calm_ticks) * TICK
         while True:
-            event = heapq.heappop(self.heap)
+            event = heapq.heappop(self.heap)[2]
             self.now = event.time
             if self.now > deadline:
                 raise SimulationFailure(
@@ -239,6 +269,12 @@ class Cluster:
         if node.core is None or event.payload != node.incarnation:
             return ()  # the write died with the crashed incarnation
         entries = node.writes.popleft()
+        self._store(node, entries)
+        node.core.persisted(entries[-1].index, entries[-1].term)
+        return (node.node_id,)
+
+    def _store(self, node: SimNode, entries: list[Entry]) -> None:
+        """Make one Ready's entries durable the way storage does: truncate at the first, then append."""
         stored = node.store.entries
         first = entries[0].index
         if first > len(stored) + 1:
@@ -248,14 +284,12 @@ class Cluster:
         del stored[first - 1 :]
         stored.extend(entries)
         self.monitor.durable_changed(first, self._durable())
-        node.core.persisted(entries[-1].index, entries[-1].term)
-        return (node.node_id,)
 
     def _on_client(self, event: Event) -> Sequence[int]:
         if not self.calm:
-            self.schedule(self.rng.randint(1, 3 * TICK), "client")
+            self.schedule(self.rng.randint(1, self.swarm.client_gap), "client")
         nid = self.rng.choice(sorted(self.nodes))
-        if self.rng.random() < 0.3:
+        if self.rng.random() < self.swarm.read_ratio:
             return self._read(nid)
         return self._propose(nid, ClientOp(self.next_op(), f"f{self.events}".encode(), calm=False))
 
@@ -268,11 +302,8 @@ class Cluster:
     def _on_fault(self, event: Event) -> Sequence[int]:
         if self.calm:
             return ()
-        self.schedule(self.rng.randint(5, 40) * TICK, "fault")
-        action = self.rng.choices(
-            ("crash", "crash_leader", "restart", "split", "isolate_leader", "heal", "transfer"),
-            weights=(2, 1, 3, 2, 1, 2, 1),
-        )[0]
+        self.schedule(self.rng.randint(*self.swarm.fault_gap) * TICK, "fault")
+        action = self.rng.choices(FAULTS, weights=self.swarm.weights)[0]
         fault: Callable[[], Sequence[int]] = getattr(self, f"_fault_{action}")
         return fault()
 
@@ -312,11 +343,17 @@ class Cluster:
         if not up:
             return ()
         node = self.nodes[self.rng.choice(up)]
+        self._torn_writes(node)
         node.core = None
         node.incarnation += 1
         node.reset_volatile()
         self.recent.append(f"  crash {node.node_id}")
         return ()
+
+    def _torn_writes(self, node: SimNode) -> None:
+        """Writes in flight at a crash may still land (in order) though the core never heard of it."""
+        while node.writes and self.rng.random() < self.swarm.torn_crash:
+            self._store(node, node.writes.popleft())
 
     def _fault_crash_leader(self) -> Sequence[int]:
         return self._fault_crash(self._leaders())
@@ -449,8 +486,10 @@ class Cluster:
         self._send(node, ready.messages)
         if ready.entries:
             node.writes.append(list(ready.entries))
-            node.disk_free_at = max(self.now, node.disk_free_at) + self.rng.randint(1, 2 * TICK)
-            self.schedule(node.disk_free_at - self.now, "fsync", node.node_id, node.incarnation)
+            node.last_write_done = max(
+                self.now + self.rng.randint(1, self.swarm.max_fsync), node.last_write_done
+            )
+            self.schedule(node.last_write_done - self.now, "fsync", node.node_id, node.incarnation)
         for entry in ready.committed:
             self._apply(node, entry)
         self._complete_requests(node, ready)
@@ -566,6 +605,8 @@ class Cluster:
 
     def _final_check(self) -> None:
         self._full_check()
+        for nid in self._up():
+            check_log_shape(nid, self._log(nid))
         logs = [node.applied for node in self.nodes.values()]
         if any(log != logs[0] for log in logs):
             raise InvariantViolation("State Machine Safety", "nodes end with different applied logs")
