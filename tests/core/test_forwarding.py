@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyraft.core.errors import NoLeader, NotLeader
-from pyraft.core.messages import ProposeRequest, ProposeResponse
+from pyraft.core.messages import AppendEntries, ProposeRequest, ProposeResponse
 from pyraft.core.ready import ProposalAccepted
 
 from .helpers import ELECTION, HEARTBEAT, Cluster, Node, config, of_type
@@ -82,3 +82,21 @@ def test_forward_to_node_that_is_no_longer_leader_is_refused_with_hint() -> None
     assert (failed.request_id, failed.leader_hint) == (8, 1)
     c[2].step(resp)  # a duplicate answer is ignored
     assert c[2].ready().failed == []
+
+
+def test_pending_forward_fails_at_once_when_a_new_leader_appears() -> None:
+    c = steady()
+    c[2].forward(5, b"x")
+    c[2].read_index(6)
+    c.collect([2])
+    c.queue.clear()
+    c[2].step(AppendEntries(3, 2, c[2].term + 1, 0, 0, (), 0))
+    rd = c[2].ready()
+    assert sorted((f.request_id, f.reason) for f in rd.failed) == [
+        (5, "leader_changed"),
+        (6, "leader_changed"),
+    ]
+    assert c[2].leader_id == 3
+    # A late answer from the old leader is ignored.
+    c[2].step(ProposeResponse(1, 2, 1, 5, True, 3, 1))
+    assert c[2].ready().proposals == []
