@@ -275,7 +275,7 @@ class RaftCore:
         self._heartbeat_elapsed = 0
         self._election_elapsed = 0
         nxt = self.log.last_index + 1
-        self._progress = {p: Progress(next=nxt, recent_active=True) for p in self._peers}
+        self._progress = {p: Progress(next=nxt) for p in self._peers}
         self._append_new(EntryKind.NOOP, b"")  # commits the previous terms' entries (5.4.2)
         self._broadcast_heartbeat()
 
@@ -429,13 +429,15 @@ class RaftCore:
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
+        if self._transferee is not None:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.config.election_ticks:
+                self._transferee = None  # thesis 3.10: abort a transfer that takes too long
         if self._election_elapsed >= self.config.election_ticks:
             self._election_elapsed = 0
             if self.config.check_quorum and not self._quorum_active():
                 self._become_follower(self.term, None)
                 return
-            if self._transferee is not None:
-                self._transferee = None  # thesis 3.10: abort a transfer that takes too long
         if self._heartbeat_elapsed >= self.config.heartbeat_ticks:
             self._heartbeat_elapsed = 0
             self._broadcast_heartbeat()
@@ -478,6 +480,8 @@ class RaftCore:
         rejected = msg.match_index
         if pr.probing and rejected != pr.next - 1:
             return  # answer to an older probe
+        if not pr.probing and rejected < pr.match:
+            return  # an old rejection, overtaken by later acknowledgements
         hint = self._next_from_hint(msg)
         if hint <= pr.match:
             # The follower lost entries it had acknowledged (e.g. a corrupt tail

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from pyraft.client import RaftClient
 
+from pyraft.client import RaftClient
 from pyraft.localcluster import LocalCluster
 from pyraft.statemachine import get_query, set_command
 
@@ -42,9 +42,10 @@ def _is_free(port: int) -> bool:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
     base = free_port_block(6)
-    c = LocalCluster(tmp_path, 3, base, base + 3)
+    extra = getattr(request, "param", [])
+    c = LocalCluster(tmp_path, 3, base, base + 3, list(extra))
     c.start_all()
     try:
         yield c
@@ -184,6 +185,11 @@ def _flip_last_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+# Long timeouts: this test asserts that the term does not move, which on a loaded
+# two-core machine a spurious 150 ms election timeout could do for reasons of its own.
+SLOW_ELECTIONS = ["--election-timeout-ms", "1500", "--heartbeat-ms", "50"]
+
+
 @pytest.mark.parametrize(
     "garbage",
     [
@@ -193,6 +199,7 @@ def _flip_last_byte(path: Path) -> None:
         b"\x00\x00\x00\x10abc",  # a truncated frame, then the stranger hangs up
     ],
 )
+@pytest.mark.parametrize("cluster", [SLOW_ELECTIONS], indirect=True)
 def test_stranger_sending_garbage_to_raft_port_changes_nothing(cluster: LocalCluster, garbage: bytes) -> None:
     leader = cluster.wait_for_leader()
     write_many(cluster, leader, ["k0"])
