@@ -79,3 +79,14 @@ def test_restarted_leader_is_a_follower_and_rejoins() -> None:
         c.tick_all()
     assert len(c.leaders()) == 1
     assert all(c.nodes[i].log == c.nodes[c.leaders()[0]].log for i in c.ids)
+
+
+def test_single_node_restart_commits_its_log_again() -> None:
+    n = Node.create(config(1, (1,)), HardState(3, 1), log_of(1, 2, 3))
+    while n.core.role is not Role.LEADER:
+        n.core.tick()
+    assert n.core.term == 4
+    n.ready()  # hands out the no-op; persisting it commits everything
+    assert n.core.commit_index == 4
+    n.ready()
+    assert [e.term for e in n.committed] == [1, 2, 3, 4]
