@@ -31,6 +31,7 @@ from .network import Network, NetworkFaults
 TICK = 10  # simulated time units per logical tick
 FULL_CHECK_EVERY = 250  # events between whole-state re-checks
 DEFAULT_FAULT_TICKS = 600
+CLIENT_TIMEOUT = 50  # ticks before a client gives up on a calm-phase proposal and resubmits it
 
 CoreFactory = Callable[[Config, random.Random, HardState, Sequence[Entry]], RaftCore]
 
@@ -99,6 +100,7 @@ class ClientOp:
     data: bytes
     calm: bool
     done: bool = False
+    attempt: int = 0  # a retry or timeout only acts if no newer attempt was made since
 
 
 @dataclass(slots=True)
@@ -294,8 +296,8 @@ class Cluster:
         return self._propose(nid, ClientOp(self.next_op(), f"f{self.events}".encode(), calm=False))
 
     def _on_retry(self, event: Event) -> Sequence[int]:
-        op: ClientOp = event.payload
-        if op.done:
+        op, attempt = event.payload
+        if op.done or op.attempt != attempt:
             return ()
         return self._propose(self.rng.choice(sorted(self.nodes)), op)
 
@@ -318,7 +320,7 @@ class Cluster:
         for i in range(self.sim.calm_proposals):
             op = ClientOp(self.next_op(), f"calm{i}".encode(), calm=True)
             self.calm_ops.append(op)
-            self.schedule(self.rng.randint(1, 30) * TICK, "retry", payload=op)
+            self.schedule(self.rng.randint(1, 30) * TICK, "retry", payload=(op, 0))
         return tuple(self.nodes)
 
     def next_op(self) -> int:
@@ -407,6 +409,9 @@ class Cluster:
     def _propose(self, nid: int, op: ClientOp) -> Sequence[int]:
         """Leader: propose directly; follower: forward. Refusals are retried only for calm ops."""
         node = self.nodes[nid]
+        op.attempt += 1
+        if op.calm:  # a client times out: a leader's own proposal may vanish with no word
+            self.schedule(CLIENT_TIMEOUT * TICK, "retry", payload=(op, op.attempt))
         if node.core is None:
             return self._retry_later(op)
         try:
@@ -423,7 +428,7 @@ class Cluster:
 
     def _retry_later(self, op: ClientOp) -> Sequence[int]:
         if op.calm and not op.done:
-            self.schedule(self.rng.randint(1, 3) * TICK, "retry", payload=op)
+            self.schedule(self.rng.randint(1, 3) * TICK, "retry", payload=(op, op.attempt))
         return ()
 
     def _read(self, nid: int) -> Sequence[int]:
