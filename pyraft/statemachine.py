@@ -17,6 +17,10 @@ class StateMachine(Protocol):
         """Apply one committed command; the result goes back to the proposer."""
         ...
 
+    def apply_noop(self, index: int) -> None:
+        """A new leader's no-op entry was committed at ``index`` (it changes no state)."""
+        ...
+
     def query(self, query: bytes) -> bytes:
         """Answer a read against the applied state."""
         ...
@@ -52,6 +56,9 @@ class KVStore:
             self.data.pop(op[1], None)
             return _result(True, "")
         return _result(False, "unknown command")
+
+    def apply_noop(self, index: int) -> None:
+        self.last_index = index
 
     def query(self, query: bytes) -> bytes:
         try:

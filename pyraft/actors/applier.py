@@ -58,6 +58,8 @@ class Applier:
         result = b""
         if entry.kind is EntryKind.COMMAND:
             result = self.state_machine.apply(entry.index, entry.data)
+        else:
+            self.state_machine.apply_noop(entry.index)
         self.applied_index = entry.index
         self._recent[entry.index] = (entry.term, result)
         if len(self._recent) > RECENT_RESULTS:
