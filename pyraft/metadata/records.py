@@ -1,0 +1,452 @@
+"""Typed metadata records, modelled on Kafka's KRaft metadata record schemas.
+
+Names, apiKeys and field names follow apache/kafka
+``metadata/src/main/resources/common/metadata/*.json``. Python attributes are
+snake_case; the JSON views (``to_json``) use Kafka's camelCase field names.
+
+Wire form: each record is the msgpack array ``[apiKey, version, field...]`` in
+the field order of ``FIELDS``. Only the one version listed per record is
+understood; anything else (unknown apiKey or version, wrong arity, a field of
+the wrong type) raises ``RecordError`` with the position and the expectation,
+because a metadata log that is silently half-read diverges between nodes.
+
+UUIDs (``incarnationId``, ``topicId``) are canonical lowercase UUID strings
+(``"0b5e...-...."``, 36 characters), not Kafka's 22-character base64url form:
+they are what HTTP clients paste, and ``uuid.UUID`` round-trips them.
+
+Versions are Kafka's version whose field set we keep; tagged or later fields we
+do not model (LogDirs, Features, Directories, ELR, LeaderRecoveryState,
+IsMigratingZkBroker) are left out of the wire form. ``RemovePartitionRecord``
+is a pyraft extension: Kafka cannot delete a single partition, the original
+REST API can.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import msgpack
+
+INT8 = (-(2**7), 2**7 - 1)
+INT16 = (-(2**15), 2**15 - 1)
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+UINT16 = (0, 2**16 - 1)
+
+# Kafka's SecurityProtocol ids (org.apache.kafka.common.security.auth.SecurityProtocol).
+SECURITY_PROTOCOLS: dict[str, int] = {"PLAINTEXT": 0, "SSL": 1, "SASL_PLAINTEXT": 2, "SASL_SSL": 3}
+SECURITY_PROTOCOL_NAMES: dict[int, str] = {v: k for k, v in SECURITY_PROTOCOLS.items()}
+
+
+class RecordError(ValueError):
+    """Bytes or a JSON object that are not a record this version of pyraft understands."""
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One record field: Python attribute, Kafka's JSON name, and its wire kind."""
+
+    attr: str
+    json: str
+    kind: str  # int8 int16 int32 int64 uint16 bool str str? uuid int32[] int32[]? endpoints
+
+
+class Record:
+    """Base of every metadata record: class-level apiKey, version and field table."""
+
+    __slots__ = ()
+    API_KEY: ClassVar[int]
+    VERSION: ClassVar[int]
+    NAME: ClassVar[str]
+    FIELDS: ClassVar[tuple[Field, ...]]
+
+    def to_wire(self) -> list[Any]:
+        """The msgpack-ready list ``[apiKey, version, field...]``."""
+        return [self.API_KEY, self.VERSION, *(_to_wire(f.kind, getattr(self, f.attr)) for f in self.FIELDS)]
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's fields under Kafka's camelCase names, JSON-able."""
+        return {f.json: _to_json(f.kind, getattr(self, f.attr)) for f in self.FIELDS}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerEndpoint:
+    """A listener of a broker (RegisterBrokerRecord.EndPoints)."""
+
+    name: str
+    host: str
+    port: int
+    security_protocol: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "host": self.host,
+            "port": self.port,
+            "securityProtocol": self.security_protocol,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterBrokerRecord(Record):
+    """A broker registration; ``broker_epoch`` becomes the record's log offset when applied.
+
+    In a *command*, ``broker_epoch`` is the previous epoch the proposer expects
+    (-1 for a first registration), like BrokerRegistrationRequest's
+    PreviousBrokerEpoch; the store writes the offset into the effective record."""
+
+    API_KEY: ClassVar[int] = 0
+    VERSION: ClassVar[int] = 1
+    NAME: ClassVar[str] = "RegisterBrokerRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("broker_id", "brokerId", "int32"),
+        Field("incarnation_id", "incarnationId", "uuid"),
+        Field("broker_epoch", "brokerEpoch", "int64"),
+        Field("end_points", "endPoints", "endpoints"),
+        Field("rack", "rack", "str?"),
+        Field("fenced", "fenced", "bool"),
+        Field("in_controlled_shutdown", "inControlledShutdown", "bool"),
+    )
+    broker_id: int
+    incarnation_id: str
+    broker_epoch: int
+    end_points: tuple[BrokerEndpoint, ...]
+    rack: str | None = None
+    fenced: bool = True
+    in_controlled_shutdown: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UnregisterBrokerRecord(Record):
+    """Removes a broker. In a command ``broker_epoch`` -1 means "whatever is current"."""
+
+    API_KEY: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "UnregisterBrokerRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("broker_id", "brokerId", "int32"),
+        Field("broker_epoch", "brokerEpoch", "int64"),
+    )
+    broker_id: int
+    broker_epoch: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRecord(Record):
+    """A topic; ``topic_id`` is generated by the proposer (uuid4) and carried in the log."""
+
+    API_KEY: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "TopicRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field("name", "name", "str"), Field("topic_id", "topicId", "uuid"))
+    name: str
+    topic_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRecord(Record):
+    """A partition, identified by (topic_id, partition_id) as in Kafka."""
+
+    API_KEY: ClassVar[int] = 3
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "PartitionRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("partition_id", "partitionId", "int32"),
+        Field("topic_id", "topicId", "uuid"),
+        Field("replicas", "replicas", "int32[]"),
+        Field("isr", "isr", "int32[]"),
+        Field("removing_replicas", "removingReplicas", "int32[]"),
+        Field("adding_replicas", "addingReplicas", "int32[]"),
+        Field("leader", "leader", "int32"),
+        Field("leader_epoch", "leaderEpoch", "int32"),
+        Field("partition_epoch", "partitionEpoch", "int32"),
+    )
+    partition_id: int
+    topic_id: str
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    removing_replicas: tuple[int, ...] = ()
+    adding_replicas: tuple[int, ...] = ()
+    leader: int = -1
+    leader_epoch: int = 0
+    partition_epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionChangeRecord(Record):
+    """A change to a partition: ``None`` lists and leader -2 mean "unchanged" (Kafka's defaults)."""
+
+    API_KEY: ClassVar[int] = 5
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "PartitionChangeRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("partition_id", "partitionId", "int32"),
+        Field("topic_id", "topicId", "uuid"),
+        Field("isr", "isr", "int32[]?"),
+        Field("leader", "leader", "int32"),
+        Field("replicas", "replicas", "int32[]?"),
+        Field("removing_replicas", "removingReplicas", "int32[]?"),
+        Field("adding_replicas", "addingReplicas", "int32[]?"),
+    )
+    partition_id: int
+    topic_id: str
+    isr: tuple[int, ...] | None = None
+    leader: int = -2
+    replicas: tuple[int, ...] | None = None
+    removing_replicas: tuple[int, ...] | None = None
+    adding_replicas: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveTopicRecord(Record):
+    """Removes a topic and, as in Kafka, all its partitions."""
+
+    API_KEY: ClassVar[int] = 9
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "RemoveTopicRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (Field("topic_id", "topicId", "uuid"),)
+    topic_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureLevelRecord(Record):
+    """A finalized feature level; ``metadata.version`` is the first record of a new log."""
+
+    API_KEY: ClassVar[int] = 12
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "FeatureLevelRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("name", "name", "str"),
+        Field("feature_level", "featureLevel", "int16"),
+    )
+    name: str
+    feature_level: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerIdsRecord(Record):
+    """A producer id block handed to a broker (the REST API's "producer")."""
+
+    API_KEY: ClassVar[int] = 15
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "ProducerIdsRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("broker_id", "brokerId", "int32"),
+        Field("broker_epoch", "brokerEpoch", "int64"),
+        Field("next_producer_id", "nextProducerId", "int64"),
+    )
+    broker_id: int
+    broker_epoch: int
+    next_producer_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRegistrationChangeRecord(Record):
+    """Fencing / controlled-shutdown change of the broker registered at ``broker_epoch``.
+
+    ``fenced``: -1 unfenced, 0 no change, 1 fenced. ``in_controlled_shutdown``:
+    0 no change, 1 entered controlled shutdown (only a re-registration leaves it)."""
+
+    API_KEY: ClassVar[int] = 17
+    VERSION: ClassVar[int] = 1
+    NAME: ClassVar[str] = "BrokerRegistrationChangeRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("broker_id", "brokerId", "int32"),
+        Field("broker_epoch", "brokerEpoch", "int64"),
+        Field("fenced", "fenced", "int8"),
+        Field("in_controlled_shutdown", "inControlledShutdown", "int8"),
+    )
+    broker_id: int
+    broker_epoch: int
+    fenced: int = 0
+    in_controlled_shutdown: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NoOpRecord(Record):
+    """The leader's no-op entry of a new term, kept in the fetchable log as in KRaft."""
+
+    API_KEY: ClassVar[int] = 20
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "NoOpRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePartitionRecord(Record):
+    """pyraft extension (Kafka has no such record): removes one partition of a topic."""
+
+    API_KEY: ClassVar[int] = 10000
+    VERSION: ClassVar[int] = 0
+    NAME: ClassVar[str] = "RemovePartitionRecord"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("topic_id", "topicId", "uuid"),
+        Field("partition_id", "partitionId", "int32"),
+    )
+    topic_id: str
+    partition_id: int
+
+
+RECORD_TYPES: dict[int, type[Record]] = {
+    cls.API_KEY: cls
+    for cls in (
+        RegisterBrokerRecord,
+        UnregisterBrokerRecord,
+        TopicRecord,
+        PartitionRecord,
+        PartitionChangeRecord,
+        RemoveTopicRecord,
+        FeatureLevelRecord,
+        ProducerIdsRecord,
+        BrokerRegistrationChangeRecord,
+        NoOpRecord,
+        RemovePartitionRecord,
+    )
+}
+
+
+def encode_record(record: Record) -> bytes:
+    """The record as msgpack ``[apiKey, version, field...]``."""
+    packed: bytes = msgpack.packb(record.to_wire(), use_bin_type=True)
+    return packed
+
+
+def decode_record(data: bytes) -> Record:
+    """Parse ``encode_record`` output; raises RecordError on anything unexpected."""
+    try:
+        wire = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise RecordError(f"record is not valid msgpack: {exc}") from exc
+    return record_from_wire(wire)
+
+
+def record_from_wire(wire: object) -> Record:
+    """Build a record from its decoded msgpack list, checking apiKey, version, arity and types."""
+    if not isinstance(wire, list) or len(wire) < 2:
+        raise RecordError("a record must be a list [apiKey, version, field...]")
+    cls = _record_class(wire[0])
+    if type(wire[1]) is not int or wire[1] != cls.VERSION:
+        raise RecordError(f"{cls.NAME} version {wire[1]!r} is not supported (only {cls.VERSION})")
+    values = wire[2:]
+    if len(values) != len(cls.FIELDS):
+        raise RecordError(f"{cls.NAME} v{cls.VERSION} has {len(cls.FIELDS)} fields, got {len(values)}")
+    kwargs = {
+        f.attr: _from_wire(f.kind, v, f"{cls.NAME}.{f.json}") for f, v in zip(cls.FIELDS, values, strict=True)
+    }
+    return cls(**kwargs)
+
+
+def record_from_json(api_key: int, body: Mapping[str, Any]) -> Record:
+    """Build a record from its ``to_json`` view (e.g. a fetched record), with the same checks."""
+    cls = _record_class(api_key)
+    if not isinstance(body, Mapping):
+        raise RecordError(f"{cls.NAME} must be a JSON object")
+    names = {f.json for f in cls.FIELDS}
+    if set(body) != names:
+        raise RecordError(f"{cls.NAME} fields must be exactly {sorted(names)}, got {sorted(body)}")
+    kwargs = {f.attr: _from_json(f.kind, body[f.json], f"{cls.NAME}.{f.json}") for f in cls.FIELDS}
+    return cls(**kwargs)
+
+
+def _record_class(api_key: object) -> type[Record]:
+    if type(api_key) is not int or api_key not in RECORD_TYPES:
+        raise RecordError(f"unknown record apiKey {api_key!r}")
+    return RECORD_TYPES[api_key]
+
+
+def is_uuid(value: object) -> bool:
+    """True for a canonical lowercase UUID string (the form pyraft stores)."""
+    if not isinstance(value, str) or len(value) != 36:
+        return False
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _to_wire(kind: str, value: Any) -> Any:
+    if kind == "endpoints":
+        return [[e.name, e.host, e.port, e.security_protocol] for e in value]
+    if kind.startswith("int32[]"):
+        return None if value is None else list(value)
+    return value
+
+
+def _to_json(kind: str, value: Any) -> Any:
+    if kind == "endpoints":
+        return [e.to_json() for e in value]
+    if kind.startswith("int32[]"):
+        return None if value is None else list(value)
+    return value
+
+
+_INT_RANGES = {"int8": INT8, "int16": INT16, "int32": INT32, "int64": INT64, "uint16": UINT16}
+
+
+def _scalar(kind: str, value: object, where: str) -> Any:
+    """Check one non-list value against its kind; bool is not accepted as an int."""
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        if type(value) is not int or not low <= value <= high:
+            raise RecordError(f"{where}: expected {kind}, got {value!r}")
+        return value
+    if kind == "bool":
+        if type(value) is not bool:
+            raise RecordError(f"{where}: expected bool, got {value!r}")
+        return value
+    if kind == "str" or (kind == "str?" and value is not None):
+        if not isinstance(value, str):
+            raise RecordError(f"{where}: expected string, got {value!r}")
+        return value
+    if kind == "str?":
+        return None
+    if kind == "uuid":
+        if not is_uuid(value):
+            raise RecordError(f"{where}: expected a canonical lowercase UUID string, got {value!r}")
+        return value
+    raise RecordError(f"{where}: unknown field kind {kind}")  # pragma: no cover - table bug
+
+
+def _int_list(kind: str, value: object, where: str) -> tuple[int, ...] | None:
+    if value is None and kind.endswith("?"):
+        return None
+    if not isinstance(value, list):
+        raise RecordError(f"{where}: expected a list of int32, got {value!r}")
+    return tuple(_scalar("int32", v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _endpoint(value: object, where: str, as_json: bool) -> BrokerEndpoint:
+    if as_json:
+        keys = ("name", "host", "port", "securityProtocol")
+        if not isinstance(value, Mapping) or set(value) != set(keys):
+            raise RecordError(f"{where}: expected an object with {list(keys)}, got {value!r}")
+        value = [value[k] for k in keys]
+    if not isinstance(value, list) or len(value) != 4:
+        raise RecordError(f"{where}: expected [name, host, port, securityProtocol], got {value!r}")
+    return BrokerEndpoint(
+        _scalar("str", value[0], f"{where}.name"),
+        _scalar("str", value[1], f"{where}.host"),
+        _scalar("uint16", value[2], f"{where}.port"),
+        _scalar("int16", value[3], f"{where}.securityProtocol"),
+    )
+
+
+def _convert(kind: str, value: object, where: str, as_json: bool) -> Any:
+    if kind.startswith("int32[]"):
+        return _int_list(kind, value, where)
+    if kind == "endpoints":
+        if not isinstance(value, list):
+            raise RecordError(f"{where}: expected a list of endpoints, got {value!r}")
+        return tuple(_endpoint(v, f"{where}[{i}]", as_json) for i, v in enumerate(value))
+    return _scalar(kind, value, where)
+
+
+def _from_wire(kind: str, value: object, where: str) -> Any:
+    return _convert(kind, value, where, as_json=False)
+
+
+def _from_json(kind: str, value: object, where: str) -> Any:
+    return _convert(kind, value, where, as_json=True)
