@@ -1,0 +1,251 @@
+"""Self-tests of the checkers: hand-made histories whose verdict we know by reasoning.
+
+Times are in abstract units (the checkers only compare them). ``op(p, f, value, start, end)``
+is one operation of process ``p``; ``end=None`` leaves it open (``info`` with no completion).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pyraft.testing.checkers import Verdict, check_log, check_register, check_registers, check_set
+from pyraft.testing.history import Event, Operation, pair_operations
+from pyraft.testing.linearizability import ANY_STATE, cut_before, render_window, shrink_window
+
+Kind = Literal["ok", "fail", "info"]
+
+
+def op(
+    p: int, f: Literal["read", "write", "add"], value: Any, start: int, end: int | None, kind: Kind = "ok"
+) -> list[Event]:
+    events = [Event(p, "invoke", f, "x", None if f == "read" else value, start)]
+    if end is not None:
+        events.append(Event(p, kind, f, "x", value, end))
+    return events
+
+
+def history(*ops: list[Event]) -> list[Operation]:
+    return pair_operations([e for events in ops for e in events])
+
+
+def verdict(*ops: list[Event]) -> Verdict:
+    return check_register(history(*ops)).verdict
+
+
+# ------------------------------------------------------------------ linearizable
+
+
+def test_sequential_writes_and_reads_are_linearizable() -> None:
+    assert verdict(op(1, "write", 1, 0, 1), op(1, "read", 1, 2, 3), op(2, "write", 2, 4, 5)) is Verdict.OK
+
+
+def test_read_of_unwritten_key_sees_none() -> None:
+    assert verdict(op(1, "read", None, 0, 1), op(1, "write", 1, 2, 3)) is Verdict.OK
+
+
+def test_concurrent_read_may_see_old_or_new_value() -> None:
+    write = op(1, "write", 2, 10, 20)
+    before = op(1, "write", 1, 0, 1)
+    assert verdict(before, write, op(2, "read", 1, 11, 19)) is Verdict.OK
+    assert verdict(before, write, op(2, "read", 2, 11, 19)) is Verdict.OK
+
+
+def test_overlapping_writes_may_take_effect_in_either_order() -> None:
+    a, b = op(1, "write", "a", 0, 10), op(2, "write", "b", 1, 11)
+    assert verdict(a, b, op(3, "read", "a", 12, 13)) is Verdict.OK
+    assert verdict(a, b, op(3, "read", "b", 12, 13)) is Verdict.OK
+
+
+def test_read_order_must_be_consistent_among_overlapping_writes() -> None:
+    a, b = op(1, "write", "a", 0, 10), op(2, "write", "b", 1, 11)
+    # Reads during the overlap can see a then b: linearizable.
+    assert verdict(a, b, op(3, "read", "a", 2, 3), op(3, "read", "b", 4, 5)) is Verdict.OK
+    # After both completed, b then a would need a to take effect twice.
+    assert verdict(a, b, op(3, "read", "b", 12, 13), op(3, "read", "a", 14, 15)) is Verdict.VIOLATION
+
+
+def test_info_write_that_took_effect_late() -> None:
+    """A timed-out write may be applied long after the client gave up."""
+    assert (
+        verdict(
+            op(1, "write", 1, 0, 1),
+            op(2, "write", 2, 2, 3, "info"),
+            op(3, "read", 1, 4, 5),
+            op(3, "read", 2, 6, 7),
+        )
+        is Verdict.OK
+    )
+
+
+def test_info_write_that_never_happened() -> None:
+    assert verdict(op(1, "write", 1, 0, 1), op(2, "write", 2, 2, None), op(3, "read", 1, 9, 10)) is Verdict.OK
+
+
+def test_failed_write_is_ignored_and_must_not_be_seen() -> None:
+    assert (
+        verdict(op(1, "write", 1, 0, 1), op(2, "write", 2, 2, 3, "fail"), op(3, "read", 1, 4, 5))
+        is Verdict.OK
+    )
+    assert (
+        verdict(op(1, "write", 1, 0, 1), op(2, "write", 2, 2, 3, "fail"), op(3, "read", 2, 4, 5))
+        is Verdict.VIOLATION
+    )
+
+
+def test_json_values_compare_structurally() -> None:
+    assert verdict(
+        op(1, "write", {"host": "a", "port": 1}, 0, 1), op(1, "read", {"port": 1, "host": "a"}, 2, 3)
+    ) is (Verdict.OK)
+
+
+# ------------------------------------------------------------------ not linearizable
+
+
+def test_stale_read() -> None:
+    found = verdict(op(1, "write", 1, 0, 1), op(1, "write", 2, 2, 3), op(2, "read", 1, 4, 5))
+    assert found is Verdict.VIOLATION
+
+
+def test_lost_write() -> None:
+    assert verdict(op(1, "write", 1, 0, 1), op(2, "read", None, 2, 3)) is Verdict.VIOLATION
+
+
+def test_read_of_value_never_written() -> None:
+    assert verdict(op(1, "write", 1, 0, 1), op(2, "read", 7, 2, 3)) is Verdict.VIOLATION
+
+
+def test_write_that_takes_effect_twice() -> None:
+    """A retried write applied again after a later write: 1, 2 and then 1 again."""
+    found = verdict(
+        op(1, "write", 1, 0, 1), op(1, "write", 2, 2, 3), op(2, "read", 2, 4, 5), op(2, "read", 1, 6, 7)
+    )
+    assert found is Verdict.VIOLATION
+
+
+# ------------------------------------------------------------------ budget, windows, rendering
+
+
+def _busy_history(n: int) -> list[Operation]:
+    """Many concurrent writes of distinct values, then a read of a value never written: the search
+    must try every order of the writes before it can say no."""
+    events = [e for p in range(n) for e in op(p, "write", p, 0, 100)]
+    return history(events, op(n, "read", "never", 200, 201))
+
+
+def test_search_budget_yields_unknown_never_ok() -> None:
+    ops = _busy_history(14)
+    assert check_register(ops, max_steps=1_000).verdict is Verdict.UNKNOWN
+    assert check_register(ops, max_steps=1_000, deadline=time.monotonic() - 1).verdict is Verdict.UNKNOWN
+
+
+def test_memoization_makes_wide_concurrency_tractable() -> None:
+    events = [e for p in range(16) for e in op(p, "write", p, 0, 100)]
+    ops = history(events, op(99, "read", 15, 200, 201))
+    found = check_register(ops, max_steps=500_000)
+    assert found.verdict is Verdict.OK
+
+
+def test_cut_turns_in_flight_operations_into_info() -> None:
+    ops = history(op(1, "write", 1, 0, 5), op(2, "write", 2, 1, 2), op(3, "read", 2, 6, 7))
+    cut = cut_before(ops, 3)
+    assert [(o.value, o.type) for o in cut] == [(1, "info"), (2, "ok")]
+
+
+def test_shrink_finds_the_stale_read_among_many_good_operations() -> None:
+    good = [op(1, "write", i, 10 * i, 10 * i + 1) for i in range(30)]
+    reads = [op(2, "read", i, 10 * i + 2, 10 * i + 3) for i in range(30)]
+    stale = op(3, "read", 3, 200, 201)  # 20 was written by then
+    tail = [op(1, "write", 100 + i, 400 + i * 10, 401 + i * 10) for i in range(10)]
+    ops = history(*good, *reads, stale, *tail)
+    assert check_register(ops).verdict is Verdict.VIOLATION
+    window = shrink_window(ops)
+    assert len(window.ops) <= 3
+    assert any(o.f == "read" and o.value == 3 for o in window.ops)
+    assert check_register(window.ops, initial=window.initial).verdict is Verdict.VIOLATION
+
+
+def test_shrink_keeps_initial_state_when_the_violation_needs_it() -> None:
+    ops = history(op(1, "read", 5, 0, 1), op(1, "write", 1, 2, 3))
+    window = shrink_window(ops)
+    assert window.initial is not ANY_STATE
+    assert [o.value for o in window.ops] == [5]
+
+
+def test_check_registers_reports_each_key_and_renders_the_window() -> None:
+    events = [
+        Event(1, "invoke", "write", "a", 1, 0),
+        Event(1, "ok", "write", "a", 1, 1),
+        Event(1, "invoke", "write", "b", 1, 2),
+        Event(1, "ok", "write", "b", 1, 3),
+        Event(2, "invoke", "read", "b", None, 4),
+        Event(2, "ok", "read", "b", 9, 5_000_000),
+    ]
+    result = check_registers(events)
+    assert result.verdict is Verdict.VIOLATION
+    assert result.keys["a"].verdict is Verdict.OK
+    text = result.render()
+    assert "key 'b': violation" in text and "read" in text and "9" in text
+    window = result.keys["b"].window
+    assert window is not None
+    assert "|" in render_window(window)
+
+
+# ------------------------------------------------------------------ set
+
+
+def _adds(*items: tuple[Any, Kind]) -> list[Event]:
+    events: list[Event] = []
+    for t, (value, kind) in enumerate(items):
+        events += [Event(t, "invoke", "add", "s", value, 2 * t), Event(t, kind, "add", "s", value, 2 * t + 1)]
+    return events
+
+
+def _final_read(values: list[Any]) -> list[Event]:
+    return [Event(99, "invoke", "read", "s", None, 1000), Event(99, "ok", "read", "s", values, 1001)]
+
+
+def test_set_with_all_acknowledged_adds_and_optional_info_adds() -> None:
+    events = _adds((1, "ok"), (2, "ok"), (3, "info"), (4, "info")) + _final_read([1, 2, 3])
+    result = check_set(events)["s"]
+    assert result.verdict is Verdict.OK
+    assert result.recovered == ("3",)
+
+
+def test_set_lost_add_and_element_never_added() -> None:
+    result = check_set(_adds((1, "ok"), (2, "ok")) + _final_read([1, 5]))["s"]
+    assert result.verdict is Verdict.VIOLATION
+    assert result.lost == ("2",) and result.unexpected == ("5",)
+    assert "lost (1): 2" in result.render()
+
+
+def test_set_failed_add_must_not_appear() -> None:
+    result = check_set(_adds((1, "ok"), (2, "fail")) + _final_read([1, 2]))["s"]
+    assert result.verdict is Verdict.VIOLATION and result.failed_present == ("2",)
+
+
+def test_set_without_final_read_is_unknown() -> None:
+    assert check_set(_adds((1, "ok")))["s"].verdict is Verdict.UNKNOWN
+
+
+# ------------------------------------------------------------------ log
+
+
+def test_logs_that_are_prefixes_of_the_longest() -> None:
+    full = [(1, "a"), (2, "b"), (3, "c")]
+    result = check_log({1: full, 2: full[:2], 3: []})
+    assert result.verdict is Verdict.OK and result.lengths == {1: 3, 2: 2, 3: 0}
+
+
+def test_log_divergence_is_reported_with_node_and_offset() -> None:
+    result = check_log({1: [(1, "a"), (2, "b"), (3, "c")], 2: [(1, "a"), (2, "x")]})
+    assert result.verdict is Verdict.VIOLATION
+    assert [(p.node, p.offset) for p in result.problems] == [(2, 2)]
+    assert "not a prefix" in result.render()
+
+
+def test_log_gap_and_duplicate_record() -> None:
+    result = check_log({1: [(1, "a"), (3, "b"), (4, "a")]})
+    whats = [p.what for p in result.problems]
+    assert result.verdict is Verdict.VIOLATION
+    assert any("gap" in w for w in whats) and any("duplicates" in w for w in whats)
