@@ -14,11 +14,36 @@ records, a NoOpRecord per leader no-op), which ``fetch`` serves KRaft-style and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import bisect
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pyraft.metadata.commands import MetadataCommand, Outcome
-from pyraft.metadata.records import Record
+import msgpack
+
+from pyraft.metadata.commands import (
+    INVALID,
+    MetadataCommand,
+    Outcome,
+    decode_command,
+    decode_outcome,
+    encode_outcome,
+)
+from pyraft.metadata.records import (
+    BrokerRegistrationChangeRecord,
+    NoOpRecord,
+    PartitionChangeRecord,
+    PartitionRecord,
+    ProducerIdsRecord,
+    Record,
+    RecordError,
+    RegisterBrokerRecord,
+    TopicRecord,
+    record_from_json,
+)
+from pyraft.metadata.store_rules import decide
+from pyraft.metadata.store_state import MetadataState
+from pyraft.statemachine import CommandError
 
 IDEMPOTENCY_KEYS = 100_000  # remembered outcomes, evicted in apply order
 
@@ -28,85 +53,230 @@ class MetadataStore:
 
     def __init__(self, idempotency_keys: int = IDEMPOTENCY_KEYS) -> None:
         self.applied_index = 0
+        self.state = MetadataState()
+        self._log_offsets: list[int] = []
+        self._log_records: list[Record] = []
+        self._seen: OrderedDict[str, bytes] = OrderedDict()
+        self._max_keys = idempotency_keys
 
     # --- StateMachine -----------------------------------------------------------------------
     def apply(self, index: int, command: bytes) -> bytes:
-        """Apply one committed command; returns an encoded Outcome and never raises."""
-        raise NotImplementedError
+        """Apply one committed command; returns an encoded Outcome and never raises on bad input.
+
+        An undecodable command is answered "invalid" and changes nothing: a
+        committed entry must apply the same way everywhere and never stop the applier."""
+        self.applied_index = index
+        try:
+            cmd = decode_command(command)
+        except RecordError as exc:
+            return encode_outcome(Outcome(INVALID, {}, index, str(exc)))
+        return self._apply_remembered(index, cmd)
 
     def apply_noop(self, index: int) -> None:
         """A leader's no-op: logged as a NoOpRecord at ``index``, no state change."""
-        raise NotImplementedError
+        self.applied_index = index
+        self._append(index, NoOpRecord())
 
     def query(self, query: bytes) -> bytes:
         """msgpack ``[name, *args]`` → msgpack result of the accessor ``name``; CommandError if unknown."""
-        raise NotImplementedError
+        try:
+            request = msgpack.unpackb(query, raw=False)
+        except Exception as exc:
+            raise CommandError(f"query is not msgpack: {exc}") from exc
+        if not isinstance(request, list) or not request or request[0] not in _QUERIES:
+            raise CommandError(
+                f"unknown query {request!r}; expected [name, *args] with name in {sorted(_QUERIES)}"
+            )
+        try:
+            result = _QUERIES[request[0]](self, *request[1:])
+        except (TypeError, ValueError) as exc:
+            raise CommandError(f"bad arguments for query {request[0]!r}: {exc}") from exc
+        packed: bytes = msgpack.packb(result, use_bin_type=True)
+        return packed
 
     # --- direct use ---------------------------------------------------------------------------
     def apply_command(self, index: int, command: MetadataCommand) -> Outcome:
         """``apply`` without the byte codec (tests, in-process use)."""
-        raise NotImplementedError
+        self.applied_index = index
+        return decode_outcome(self._apply_remembered(index, command))
 
     def replay_record(self, offset: int, record: Record) -> None:
         """Install an already-effective record (from ``fetch``) without validation, as a KRaft broker does."""
-        raise NotImplementedError
+        self.state.install(record)
+        self._append(offset, record)
+        self.applied_index = max(self.applied_index, offset)
+
+    def _apply_remembered(self, index: int, cmd: MetadataCommand) -> bytes:
+        """Thesis 6.3: a key seen before gets its first outcome back and changes nothing."""
+        key = cmd.idempotency_key
+        if key is not None and key in self._seen:
+            return self._seen[key]
+        result = encode_outcome(self._decide_and_install(index, cmd.record))
+        if key is not None:
+            self._seen[key] = result
+            if len(self._seen) > self._max_keys:
+                self._seen.popitem(last=False)
+        return result
+
+    def _decide_and_install(self, index: int, record: Record) -> Outcome:
+        decision = decide(self.state, index, record)
+        body = decision.body
+        if decision.record is not None:
+            self.state.install(decision.record)
+            self._append(index, decision.record)
+            if body is None:
+                body = self._view_after(decision.record)
+        return Outcome(decision.status, body or {}, index, decision.message)
+
+    def _view_after(self, record: Record) -> dict[str, Any]:
+        """The JSON view of what ``record`` created or changed, read from the new state."""
+        st = self.state
+        if isinstance(record, RegisterBrokerRecord | BrokerRegistrationChangeRecord):
+            return st.broker_view(st.brokers[record.broker_id])
+        if isinstance(record, TopicRecord):
+            return st.topic_view(record)
+        if isinstance(record, PartitionRecord | PartitionChangeRecord):
+            return st.partition_view(st.partitions[(record.topic_id, record.partition_id)])
+        if isinstance(record, ProducerIdsRecord):
+            return st.producer_view(record)
+        return record.to_json()
+
+    def _append(self, offset: int, record: Record) -> None:
+        if self._log_offsets and offset <= self._log_offsets[-1]:
+            raise ValueError(f"log offset {offset} is not after {self._log_offsets[-1]}")
+        self._log_offsets.append(offset)
+        self._log_records.append(record)
 
     # --- reads ---------------------------------------------------------------------------------
     def brokers(self) -> list[dict[str, Any]]:
         """All brokers, sorted by brokerId."""
-        raise NotImplementedError
+        return [self.state.broker_view(self.state.brokers[b]) for b in sorted(self.state.brokers)]
 
     def broker(self, broker_id: int) -> dict[str, Any] | None:
         """One broker's view: the registration fields plus ``internal_uuid`` and ``status``."""
-        raise NotImplementedError
+        found = self.state.brokers.get(broker_id)
+        return None if found is None else self.state.broker_view(found)
 
     def topics(self) -> list[dict[str, Any]]:
         """All topics, sorted by name."""
-        raise NotImplementedError
+        ids = self.state.topic_ids
+        return [self.state.topic_view(self.state.topics[ids[name]]) for name in sorted(ids)]
 
     def topic(self, name: str) -> dict[str, Any] | None:
         """One topic by name: ``{name, topicId, topicUUID, partitions: [partitionId...]}``."""
-        raise NotImplementedError
+        topic_id = self.state.topic_ids.get(name)
+        return None if topic_id is None else self.state.topic_view(self.state.topics[topic_id])
 
     def topic_by_id(self, topic_id: str) -> dict[str, Any] | None:
         """One topic by topicId."""
-        raise NotImplementedError
+        found = self.state.topics.get(topic_id)
+        return None if found is None else self.state.topic_view(found)
 
     def partitions(
         self, partition_id: int | None = None, topic_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """Partitions matching the filters, sorted by (topicId, partitionId)."""
-        raise NotImplementedError
+        """Partitions matching the filters, sorted by (topicId, partitionId).
+
+        Several topics may use one partitionId: callers naming only a
+        partitionId get all of them and must say so rather than guess."""
+        keys = sorted(self.state.partitions)
+        return [
+            self.state.partition_view(self.state.partitions[(t, p)])
+            for (t, p) in keys
+            if (partition_id is None or p == partition_id) and (topic_id is None or t == topic_id)
+        ]
 
     def producers(self) -> list[dict[str, Any]]:
         """All producer registrations, sorted by (brokerId, producerId)."""
-        raise NotImplementedError
+        return [self.state.producer_view(self.state.producers[k]) for k in sorted(self.state.producers)]
 
     def producer(self, broker_id: int, producer_id: int) -> dict[str, Any] | None:
         """One producer registration."""
-        raise NotImplementedError
+        found = self.state.producers.get((broker_id, producer_id))
+        return None if found is None else self.state.producer_view(found)
 
     def client_metadata(self) -> dict[str, Any]:
         """``{brokers, topics, partitions}`` for clients."""
-        raise NotImplementedError
+        return {"brokers": self.brokers(), "topics": self.topics(), "partitions": self.partitions()}
 
     def fetch(self, offset: int, max_records: int | None = None) -> dict[str, Any]:
-        """Effective records after ``offset`` in log order, and ``highWatermark`` (the applied index)."""
-        raise NotImplementedError
+        """Effective records after ``offset`` in log order, ``highWatermark`` and ``more``.
+
+        Each record is ``{offset, apiKey, version, type, record}``; page by
+        fetching again from the last returned offset while ``more`` is true."""
+        if type(offset) is not int or (
+            max_records is not None and (type(max_records) is not int or max_records < 0)
+        ):
+            raise ValueError("offset must be an int and maxRecords a non-negative int or None")
+        start = bisect.bisect_right(self._log_offsets, offset)
+        end = (
+            len(self._log_offsets)
+            if max_records is None
+            else min(len(self._log_offsets), start + max_records)
+        )
+        records = [_fetched(self._log_offsets[i], self._log_records[i]) for i in range(start, end)]
+        return {"records": records, "highWatermark": self.applied_index, "more": end < len(self._log_offsets)}
 
     def has_feature_level(self) -> bool:
         """True once a metadata.version FeatureLevelRecord has been applied."""
-        raise NotImplementedError
+        return "metadata.version" in self.state.features
 
     def features(self) -> dict[str, int]:
         """Finalized feature levels by name."""
-        raise NotImplementedError
+        return dict(sorted(self.state.features.items()))
 
     def dump(self) -> dict[str, Any]:
         """The whole replicated state (not the idempotency memory), for comparing stores."""
-        raise NotImplementedError
+        return {
+            "appliedIndex": self.applied_index,
+            "features": self.features(),
+            "producers": self.producers(),
+            "log": self.fetch(0)["records"],
+            **self.client_metadata(),
+        }
 
 
 def replay(records: Iterable[Mapping[str, Any]], high_watermark: int | None = None) -> MetadataStore:
-    """A fresh store built from fetched records (``{offset, apiKey, record}``), as a KRaft broker would."""
-    raise NotImplementedError
+    """A fresh store built from fetched records (``{offset, apiKey, record}``), as a KRaft broker would.
+
+    ``high_watermark`` (the fetch's) restores ``applied_index`` past trailing rejected commands."""
+    store = MetadataStore()
+    for item in records:
+        offset = item.get("offset")
+        if type(offset) is not int:
+            raise RecordError(f"fetched record needs an int offset, got {offset!r}")
+        api_key = item.get("apiKey")
+        if type(api_key) is not int:
+            raise RecordError(f"fetched record needs an int apiKey, got {api_key!r}")
+        store.replay_record(offset, record_from_json(api_key, item.get("record", {})))
+    if high_watermark is not None:
+        store.applied_index = max(store.applied_index, high_watermark)
+    return store
+
+
+def _fetched(offset: int, record: Record) -> dict[str, Any]:
+    return {
+        "offset": offset,
+        "apiKey": record.API_KEY,
+        "version": record.VERSION,
+        "type": record.NAME,
+        "record": record.to_json(),
+    }
+
+
+_QUERIES: dict[str, Callable[..., Any]] = {
+    "brokers": MetadataStore.brokers,
+    "broker": MetadataStore.broker,
+    "topics": MetadataStore.topics,
+    "topic": MetadataStore.topic,
+    "topic_by_id": MetadataStore.topic_by_id,
+    "partitions": MetadataStore.partitions,
+    "producers": MetadataStore.producers,
+    "producer": MetadataStore.producer,
+    "client_metadata": MetadataStore.client_metadata,
+    "fetch": MetadataStore.fetch,
+    "has_feature_level": MetadataStore.has_feature_level,
+    "features": MetadataStore.features,
+    "applied_index": lambda store: store.applied_index,
+    "dump": MetadataStore.dump,
+}
