@@ -1,0 +1,44 @@
+"""Waiting on conditions with deadlines: the only way the fault suite waits for anything.
+
+A fixed sleep is either too short on a loaded machine or wastes time on a fast one;
+polling a condition with a deadline is neither, and its timeout message says what
+was awaited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import trio
+
+T = TypeVar("T")
+POLL_INTERVAL = 0.02
+
+
+class ConditionTimeout(TimeoutError):
+    pass
+
+
+async def wait_until(
+    what: str,
+    condition: Callable[[], T | None] | Callable[[], Awaitable[T | None]],
+    timeout: float,
+    *,
+    describe: Callable[[], object] | None = None,
+) -> T:
+    """Poll ``condition`` (sync or async) until it returns something truthy, and return that.
+
+    Raises :class:`ConditionTimeout` naming ``what`` (and ``describe()``, if given) after ``timeout``.
+    """
+    deadline = trio.current_time() + timeout
+    while True:
+        value = condition()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return value
+        if trio.current_time() >= deadline:
+            extra = f"; {describe()}" if describe is not None else ""
+            raise ConditionTimeout(f"timed out after {timeout}s waiting for {what}{extra}")
+        await trio.sleep(POLL_INTERVAL)
