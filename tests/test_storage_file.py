@@ -22,6 +22,7 @@ import pytest
 
 from pyraft.core.messages import Entry, EntryKind, HardState
 from pyraft.storage import DirLock, FileStorage, RecoveryReport, StorageCorrupt, StorageError, StorageLocked
+from pyraft.storage import file as file_module
 
 HEADER = 12  # b"PYRAFTLG" + u32 version
 
@@ -89,6 +90,32 @@ def test_no_durability_mode_still_stores(tmp_path: Path) -> None:
         s.save_hard_state(HardState(1, 1))
         s.append(make(1, 4))
     assert reload(tmp_path)[:2] == (HardState(1, 1), make(1, 4))
+
+
+def test_append_is_one_write_and_one_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: a batch costs one write and one fdatasync; a conflicting one syncs its cut first."""
+    calls: list[str] = []
+    real_pwrite, real_sync = os.pwrite, file_module._sync_data
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        calls.append("write")
+        return real_pwrite(fd, data, offset)
+
+    def sync(fd: int) -> None:
+        calls.append("sync")
+        real_sync(fd)
+
+    with FileStorage(tmp_path) as s:
+        s.save_hard_state(HardState(1, None))
+        s.load()
+        monkeypatch.setattr(os, "pwrite", pwrite)
+        monkeypatch.setattr(file_module, "_sync_data", sync)
+        s.append(make(1, 1001))
+        assert calls == ["write", "sync"]
+        calls.clear()
+        s.append(make(500, 600, term=2))
+        assert calls == ["sync", "write", "sync"]
+    assert reload(tmp_path)[1] == make(1, 500) + make(500, 600, term=2)
 
 
 def test_append_before_load_finds_the_existing_log(tmp_path: Path) -> None:
