@@ -15,8 +15,10 @@ from pyraft.actors.node import RaftNode, Timing
 from pyraft.core.raft import Role
 from pyraft.http.app import build_app
 from pyraft.http.server import serve_http
+from pyraft.metadata.events import EventLog, NodeWatcher
+from pyraft.metadata.service import DEFAULT_TIMEOUT, MetadataService
+from pyraft.metadata.store import MetadataStore
 from pyraft.service import NodeClientHandler
-from pyraft.statemachine import KVStore
 from pyraft.storage.file import FileStorage
 from pyraft.transport.tcp import TcpTransport
 
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--id", type=int, default=1, help="this node's id; must appear in --voters")
-    p.add_argument("--port", type=int, default=8001, help="HTTP port (GET /status)")
+    p.add_argument(
+        "--port", type=int, default=8001, help="HTTP port (the metadata REST API, GET /status, /docs)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on for HTTP and raft")
     p.add_argument(
         "--raft-port",
@@ -86,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="DANGEROUS, for benchmarks only: never fsync (a power cut can lose acknowledged writes)",
     )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds an HTTP request may wait for a leader and a quorum before it fails with 503",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level")
     return p
 
@@ -101,6 +111,7 @@ class NodeSettings:
     cluster_id: str
     timing: Timing
     fsync: bool
+    request_timeout: float = DEFAULT_TIMEOUT
 
 
 def settings_from_args(args: argparse.Namespace) -> NodeSettings:
@@ -126,6 +137,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         cluster_id=args.cluster_id,
         timing=timing,
         fsync=not args.no_fsync,
+        request_timeout=args.request_timeout,
     )
 
 
@@ -133,20 +145,26 @@ async def run_node(settings: NodeSettings) -> None:
     storage = FileStorage(settings.data_dir, fsync=settings.fsync)
     peers = {v.node_id: (v.host, v.port) for v in settings.voters if v.node_id != settings.node_id}
     transport = TcpTransport(settings.node_id, settings.cluster_id, settings.host, settings.raft_port, peers)
+    store = MetadataStore()
     node = RaftNode(
         settings.node_id,
         tuple(v.node_id for v in settings.voters),
         storage,
         transport,
-        KVStore(),
+        store,
         timing=settings.timing,
     )
     if node.recovery.reason:
         log.warning("recovered log: %s", node.recovery.reason)
+    events = EventLog()
+    service = MetadataService(node, store, timeout=settings.request_timeout, events=events)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run, NodeClientHandler(node))
-            await nursery.start(serve_http, build_app(node), settings.host, settings.http_port)
+            nursery.start_soon(NodeWatcher(node, events).run)
+            nursery.start_soon(service.bootstrap_features)
+            app = build_app(node, service, events)
+            await nursery.start(serve_http, app, settings.host, settings.http_port)
             log.info(
                 "node %d serving: http %s:%d, raft %s:%d, data %s",
                 settings.node_id,

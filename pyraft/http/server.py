@@ -13,8 +13,9 @@ async def serve_http(
     host: str,
     port: int,
     *,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """``started()`` hands back the bound URLs, so ``port=0`` (any free port) is usable."""
     config = HypercornConfig()
     config.bind = [f"{host}:{port}"]
     config.accesslog = None

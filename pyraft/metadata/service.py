@@ -1,0 +1,316 @@
+"""The in-process seam between the HTTP API and the Raft node that keeps the metadata.
+
+Writes: build a record on *this* node (fresh ``incarnationId`` / ``topicUUID``
+UUIDs are generated here, carried in the record, so applying it stays
+deterministic everywhere), wrap it with the client's idempotency key, propose
+it, and decode the store's Outcome. Reads: linearizable by default (ReadIndex
+through the leader, then the local store), or ``stale`` straight from the local
+store. Every request runs under one deadline, so without a leader or a quorum a
+caller gets a ServiceError within bounded time instead of hanging.
+
+Failure semantics, which the HTTP layer turns into 503 + ``Retry-After``:
+
+- ``no_leader`` / ``not_applied``: the engine refused or dropped the request
+  before it could be applied (NoLeader, NotLeader, RequestLost): nothing changed.
+- ``outcome_unknown``: a proposal was handed to the engine and then the leader
+  changed or the deadline passed (OutcomeUnknown, timeout): it may or may not be
+  applied. A retry with the same ``Idempotency-Key`` is safe, because the store
+  remembers applied keys and answers a repeat with the first outcome.
+- ``timeout``: a read (or a write's preparatory read) found no quorum in time;
+  nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import trio
+
+from pyraft.actors.node import OutcomeUnknown, RaftNode
+from pyraft.core.errors import NotLeader, RaftError, RequestLost, TransferInProgress
+from pyraft.core.raft import Role
+from pyraft.metadata import commands as build
+from pyraft.metadata.commands import HTTP_STATUS, MetadataCommand, Outcome, decode_outcome, encode_command
+from pyraft.metadata.events import API_WRITE, EventLog
+from pyraft.metadata.records import Record, RecordError
+from pyraft.metadata.store import MetadataStore
+
+log = logging.getLogger("pyraft.metadata")
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 5.0
+RETRY_AFTER_SECONDS = 1
+STALE = "stale"
+LINEARIZABLE = "linearizable"
+CONSISTENCY_LEVELS = (LINEARIZABLE, STALE)
+BOOTSTRAP_KEY = "pyraft:bootstrap:metadata.version"
+# A UUID no topic is ever given (topic ids are uuid4): a keyed retry whose target is gone still
+# goes through the log, so the store can answer it with the first attempt's remembered outcome.
+NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+class ServiceError(Exception):
+    """A request the service could not carry out; ``status`` is the HTTP status it maps to."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+        self.detail = detail or {}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, **self.detail}
+
+
+def unavailable(code: str, message: str, **detail: Any) -> ServiceError:
+    """503: no leader, no quorum, or an unknown outcome; the client should retry after a pause."""
+    return ServiceError(503, code, message, retry_after=RETRY_AFTER_SECONDS, detail=detail)
+
+
+class MetadataService:
+    def __init__(
+        self,
+        node: RaftNode,
+        store: MetadataStore,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        events: EventLog | None = None,
+    ) -> None:
+        self.node = node
+        self.store = store
+        self.timeout = timeout
+        self.events = events
+
+    # ------------------------------------------------------------------ reads
+
+    async def read(self, consistency: str, query: Callable[[MetadataStore], T]) -> T:
+        """``query`` the store after a ReadIndex barrier (linearizable) or right away (stale)."""
+        if consistency not in CONSISTENCY_LEVELS:
+            raise ServiceError(
+                422, "invalid_value", f"consistency must be one of {', '.join(CONSISTENCY_LEVELS)}"
+            )
+        if consistency == LINEARIZABLE:
+            with self._deadline(proposed=False):
+                await self._barrier()
+        return query(self.store)
+
+    async def _barrier(self) -> None:
+        try:
+            await self.node.read_barrier()
+        except RaftError as exc:
+            raise _engine_error(exc, proposed=False) from exc
+
+    # ----------------------------------------------------------------- writes
+
+    async def register_broker(self, body: dict[str, Any], key: str | None) -> Outcome:
+        record = _built(
+            lambda: build.register_broker(
+                body["brokerId"],
+                body["brokerHost"],
+                body["brokerPort"],
+                body["securityProtocol"],
+                body.get("rackId"),
+            )
+        )
+        return await self.write(record, key)
+
+    async def change_broker(self, body: dict[str, Any], key: str | None) -> Outcome:
+        """Re-register or change the status of a broker; needs its current view to pick which."""
+        with self._deadline(proposed=False):
+            await self._barrier()
+        current = self.store.broker(body["brokerId"])
+        if current is None:
+            if key is None:
+                raise ServiceError(404, "not_found", f"broker {body['brokerId']} is not registered")
+            # Still through the log: a retry of an applied change gets its remembered outcome.
+            record: Record = _built(
+                lambda: build.broker_status_change(body["brokerId"], -1, body["brokerStatus"])
+            )
+        else:
+            record = _built(
+                lambda: build.change_broker(
+                    current,
+                    body["brokerHost"],
+                    body["brokerPort"],
+                    body["securityProtocol"],
+                    body["brokerStatus"],
+                )
+            )
+        return await self.write(record, key)
+
+    async def delete_broker(self, broker_id: int, key: str | None) -> Outcome:
+        return await self.write(_built(lambda: build.unregister_broker(broker_id)), key)
+
+    async def register_topic(self, name: str, key: str | None) -> Outcome:
+        return await self.write(_built(lambda: build.create_topic(name)), key)
+
+    async def delete_topic(self, name: str, key: str | None) -> Outcome:
+        """Remove a topic (and so its partitions) by name: resolved to its topicId first."""
+        with self._deadline(proposed=False):
+            await self._barrier()
+        topic = self.store.topic(name)
+        if topic is None and key is None:
+            raise ServiceError(404, "not_found", f"no topic named {name!r}")
+        topic_id = topic["topicId"] if topic is not None else NIL_UUID
+        return await self.write(_built(lambda: build.remove_topic(topic_id)), key)
+
+    async def register_partition(self, body: dict[str, Any], key: str | None) -> Outcome:
+        record = _built(
+            lambda: build.create_partition(
+                body["topicUUID"],
+                body["partitionId"],
+                body["replicas"],
+                body.get("ISR"),
+                body.get("removingReplicas", ()),
+                body.get("addingReplicas", ()),
+                leader=body.get("leader", -1),
+                partition_epoch=body.get("partitionEpoch", 0),
+            )
+        )
+        return await self.write(record, key)
+
+    async def delete_partition(self, partition_id: int, topic_uuid: str | None, key: str | None) -> Outcome:
+        """Remove partition ``partition_id``; when several topics have one, ``topic_uuid`` must pick it."""
+        if topic_uuid is None:
+            topic_uuid = await self._only_topic_with(partition_id, key)
+        chosen = topic_uuid
+        return await self.write(_built(lambda: build.remove_partition(chosen, partition_id)), key)
+
+    async def _only_topic_with(self, partition_id: int, key: str | None) -> str:
+        with self._deadline(proposed=False):
+            await self._barrier()
+        owners: list[str] = sorted({p["topicId"] for p in self.store.partitions(partition_id=partition_id)})
+        if len(owners) > 1:
+            raise ServiceError(
+                409,
+                "ambiguous_partition",
+                f"partition {partition_id} exists in {len(owners)} topics; "
+                "name one with ?topic_uuid= (a partition's identity is its topic and its id)",
+                detail={"topicUUIDs": owners},
+            )
+        if not owners:
+            if key is None:
+                raise ServiceError(404, "not_found", f"no topic has a partition {partition_id}")
+            return NIL_UUID
+        return owners[0]
+
+    async def register_producer(self, body: dict[str, Any], key: str | None) -> Outcome:
+        record = _built(
+            lambda: build.register_producer(body["brokerId"], body["producerId"], body["brokerEpoch"])
+        )
+        return await self.write(record, key)
+
+    async def write(self, record: Record, key: str | None) -> Outcome:
+        """Propose ``record`` under the request deadline and return the store's decision."""
+        data = encode_command(MetadataCommand(record, key))
+        with self._deadline(proposed=True, key=key):
+            try:
+                applied = await self.node.propose(data)
+            except RaftError as exc:
+                raise _engine_error(exc, proposed=True, key=key) from exc
+        outcome = decode_outcome(applied.result)
+        self._note_write(record, outcome, key)
+        return outcome
+
+    def _note_write(self, record: Record, outcome: Outcome, key: str | None) -> None:
+        if self.events is not None:
+            self.events.record(
+                API_WRITE,
+                record=record.NAME,
+                outcome=outcome.status,
+                offset=outcome.offset,
+                idempotencyKey=key,
+                message=outcome.message,
+            )
+
+    # -------------------------------------------------------------- deadline
+
+    @contextmanager
+    def _deadline(self, *, proposed: bool, key: str | None = None) -> Iterator[None]:
+        """``fail_after`` whose timeout becomes the right 503 for what was in flight."""
+        try:
+            with trio.fail_after(self.timeout):
+                yield
+        except trio.TooSlowError:
+            if proposed:
+                raise _unknown(f"no answer within {self.timeout:g} s", key) from None
+            raise unavailable(
+                "timeout", f"no leader with a quorum answered within {self.timeout:g} s; nothing was changed"
+            ) from None
+
+    # ------------------------------------------------------------- bootstrap
+
+    async def bootstrap_features(self) -> None:
+        """Whenever this node becomes leader of a log without metadata.version, propose it once.
+
+        The record goes in with a fixed idempotency key and the store keeps the
+        first level it sees, so two leaders racing (an old one not yet deposed)
+        still yield exactly one effective FeatureLevelRecord."""
+        while True:
+            if self.node.core.role is Role.LEADER:
+                await self._bootstrap_once()
+            await self.node.role_changed.wait()
+
+    async def _bootstrap_once(self) -> None:
+        try:
+            with trio.fail_after(self.timeout):
+                await self.node.read_barrier()  # apply everything committed before deciding
+                if self.store.has_feature_level():
+                    return
+                applied = await self.node.propose(
+                    encode_command(MetadataCommand(build.metadata_version(), BOOTSTRAP_KEY))
+                )
+            log.info("node %d: bootstrap %s", self.node.node_id, decode_outcome(applied.result))
+        except (RaftError, trio.TooSlowError) as exc:
+            # Lost leadership meanwhile; whoever leads next tries again.
+            log.info("node %d: metadata.version bootstrap did not finish: %r", self.node.node_id, exc)
+
+
+def _engine_error(exc: RaftError, *, proposed: bool, key: str | None = None) -> ServiceError:
+    """Map an engine error to a 503, saying whether the request may have been applied."""
+    if isinstance(exc, OutcomeUnknown) and proposed:
+        return _unknown("the leader changed while the write was in flight", key)
+    if isinstance(exc, NotLeader):
+        where = f"node {exc.leader_id} leads" if exc.leader_id is not None else "no leader is known"
+        return unavailable("no_leader", f"{where}; nothing was changed", leaderId=exc.leader_id)
+    if isinstance(exc, TransferInProgress):
+        return unavailable("no_leader", "leadership is being handed over; nothing was changed")
+    if isinstance(exc, RequestLost):
+        return unavailable("not_applied", f"the request was dropped and not applied: {exc}")
+    return unavailable("unavailable", f"{type(exc).__name__}: {exc}")
+
+
+def _unknown(why: str, key: str | None) -> ServiceError:
+    advice = (
+        "retrying with the same Idempotency-Key is safe: it is applied at most once"
+        if key is not None
+        else "it may or may not have been applied; read before retrying, or send an Idempotency-Key"
+    )
+    return unavailable("outcome_unknown", f"{why}: the outcome is unknown; {advice}", idempotencyKey=key)
+
+
+def _built(make: Callable[[], T]) -> T:
+    """Run a record builder; a value the record cannot hold (RecordError) is the client's 422."""
+    try:
+        return make()
+    except RecordError as exc:
+        raise ServiceError(422, "invalid", str(exc)) from exc
+
+
+def outcome_status(outcome: Outcome) -> int:
+    """The HTTP status for an Outcome (201 created, 200 ok, 404, 409, 422)."""
+    return HTTP_STATUS[outcome.status]
