@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import heapq
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +59,7 @@ class SimConfig:
         )
 
 
-FAULTS = ("crash", "crash_leader", "restart", "split", "isolate_leader", "heal", "transfer")
+FAULTS = ("crash", "crash_leader", "restart", "split", "isolate_leader", "one_way", "heal", "transfer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +72,10 @@ class Swarm:
     read_ratio: float
     max_fsync: int  # max time units an fsync takes
     torn_crash: float  # chance that each pending write still lands when its node crashes
+    strike_new_leader: (
+        float  # chance a fresh leader is crashed or cut off within a few ticks (Figure 8 hunting)
+    )
+    skew: int  # max ticks-period skew per node, in time units
 
     @staticmethod
     def draw(rng: random.Random) -> Swarm:
@@ -85,6 +89,8 @@ class Swarm:
             read_ratio=rng.choice((0.0, 0.2, 0.5)),
             max_fsync=rng.choice((2, 20, 60)),
             torn_crash=rng.choice((0.0, 0.5)),
+            strike_new_leader=rng.choice((0.0, 0.0, 0.3, 0.7)),
+            skew=rng.choice((1, 1, 3)),
         )
 
 
@@ -154,6 +160,7 @@ class SimResult:
     events: int
     committed: int
     elections: int
+    stats: dict[str, int]  # what the run exercised, to see that seeds are fault-rich
 
 
 class Cluster:
@@ -168,10 +175,10 @@ class Cluster:
         for nid in ids:
             cfg = Config(node_id=nid, voters=ids)
             self.nodes[nid] = SimNode(nid, cfg, random.Random(self.rng.getrandbits(64)))
-        self.skew = {nid: self.rng.choice((-1, 0, 0, 1)) for nid in ids}
         self.network = Network(random.Random(self.rng.getrandbits(64)), ids, NetworkFaults.hostile(self.rng))
         self.monitor = SafetyMonitor(quorum=len(ids) // 2 + 1)
         self.swarm = Swarm.draw(self.rng)
+        self.skew = {nid: self.rng.randint(-self.swarm.skew, self.swarm.skew) for nid in ids}
         self.heap: list[tuple[int, int, Event]] = []  # (time, insertion counter, event): no ties
         self.seq = 0
         self.now = 0
@@ -181,6 +188,7 @@ class Cluster:
         self.next_request = 0
         self.trace = hashlib.sha256()
         self.recent: deque[str] = deque(maxlen=30)
+        self.stats: Counter[str] = Counter()
 
     # ------------------------------------------------------------ scheduling
 
@@ -200,7 +208,11 @@ class Cluster:
         except Exception as exc:
             raise self._failure(f"unexpected {type(exc).__name__}: {exc}") from exc
         return SimResult(
-            self.trace.hexdigest(), self.events, self.monitor.max_committed, len(self.monitor.leaders_by_term)
+            self.trace.hexdigest(),
+            self.events,
+            self.monitor.max_committed,
+            len(self.monitor.leaders_by_term),
+            dict(sorted(self.stats.items())),
         )
 
     def _failure(self, what: str) -> SimulationFailure:
@@ -306,6 +318,7 @@ class Cluster:
             return ()
         self.schedule(self.rng.randint(*self.swarm.fault_gap) * TICK, "fault")
         action = self.rng.choices(FAULTS, weights=self.swarm.weights)[0]
+        self.stats[action] += 1
         fault: Callable[[], Sequence[int]] = getattr(self, f"_fault_{action}")
         return fault()
 
@@ -356,6 +369,7 @@ class Cluster:
         """Writes in flight at a crash may still land (in order) though the core never heard of it."""
         while node.writes and self.rng.random() < self.swarm.torn_crash:
             self._store(node, node.writes.popleft())
+            self.stats["torn_write"] += 1
 
     def _fault_crash_leader(self) -> Sequence[int]:
         return self._fault_crash(self._leaders())
@@ -387,6 +401,12 @@ class Cluster:
             return self._fault_split()
         lone = self.rng.choice(leaders)
         self.network.partition([[lone], [n for n in self.nodes if n != lone]])
+        self.recent.append(f"  partition {self.network.describe()}")
+        return ()
+
+    def _fault_one_way(self) -> Sequence[int]:
+        src, dst = self.rng.sample(sorted(self.nodes), 2)
+        self.network.cut_one_way(src, dst)
         self.recent.append(f"  partition {self.network.describe()}")
         return ()
 
@@ -452,6 +472,7 @@ class Cluster:
 
     def _settle(self, node: SimNode, op: ClientOp, applied: Entry, term: int) -> None:
         if applied.term != term:
+            self.stats["proposal_lost"] += 1
             self._retry_later(op)  # overwritten: definitely not applied there
             return
         if applied.data != op.data:
@@ -461,6 +482,7 @@ class Cluster:
                 f"but applied {applied}",
             )
         op.done = True
+        self.stats["proposal_acked"] += 1
         self.monitor.acknowledge(applied, self._core(node.node_id).term)
 
     # ------------------------------------------------------------ ready
@@ -540,6 +562,7 @@ class Cluster:
             if floor is None:
                 raise InvariantViolation("Ready Contract", f"node {node.node_id}: unknown read {read}")
             check_read_index(node.node_id, read.request_id, read.index, floor)
+            self.stats["read_served"] += 1
         for accepted in ready.proposals:
             op = node.proposals.pop(accepted.request_id, None)
             if op is None:
@@ -573,8 +596,25 @@ class Cluster:
             if node.was_leader_in != core.term:
                 node.was_leader_in = core.term
                 self.monitor.new_leader(nid, core.term, self._log(nid))
+                self._maybe_strike(nid, core.term)
             else:
                 self.monitor.leader(nid, core.term)
+
+    def _maybe_strike(self, nid: int, term: int) -> None:
+        """Sometimes hit a leader right after it wins, while its no-op is only partly replicated."""
+        if not self.calm and self.rng.random() < self.swarm.strike_new_leader:
+            self.schedule(self.rng.randint(0, 3 * TICK), "strike", nid, term)
+
+    def _on_strike(self, event: Event) -> Sequence[int]:
+        node = self.nodes[event.node]
+        if self.calm or node.core is None or node.core.term != event.payload:
+            return ()
+        if self.rng.random() < 0.5:
+            self.stats["strike_crash"] += 1
+            return self._fault_crash([event.node])
+        self.stats["strike_isolate"] += 1
+        self.network.partition([[event.node], [n for n in self.nodes if n != event.node]])
+        return ()
 
     def _full_check(self) -> None:
         up = self._up()

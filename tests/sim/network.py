@@ -37,6 +37,7 @@ class NetworkFaults:
             min_delay=1,
             max_delay=rng.choice((5, 15, 40)),
             long_delay_chance=rng.choice((0.0, 0.02, 0.05)),
+            max_long_delay=rng.choice((200, 600)),  # up to 60 ticks: past any election timeout
         )
 
 
@@ -48,10 +49,15 @@ class Network:
         self._nodes = tuple(nodes)
         self.faults = faults
         self._group: dict[int, int] = dict.fromkeys(self._nodes, 0)
+        self._cut: set[tuple[int, int]] = set()  # one-way link failures (src, dst)
 
     def connected(self, a: int, b: int) -> bool:
-        """Two nodes can talk when they are in the same partition group."""
-        return self._group[a] == self._group[b]
+        """``a`` can reach ``b``: same partition group and that direction not cut."""
+        return self._group[a] == self._group[b] and (a, b) not in self._cut
+
+    def cut_one_way(self, src: int, dst: int) -> None:
+        """Asymmetric failure: ``src``'s messages to ``dst`` are lost, the reverse still flows."""
+        self._cut.add((src, dst))
 
     def partition(self, groups: Iterable[Iterable[int]]) -> None:
         """Split the nodes into the given groups; nodes not listed end up alone."""
@@ -62,17 +68,19 @@ class Network:
 
     def heal(self) -> None:
         self._group = dict.fromkeys(self._nodes, 0)
+        self._cut.clear()
 
     @property
     def partitioned(self) -> bool:
-        return len(set(self._group.values())) > 1
+        return len(set(self._group.values())) > 1 or bool(self._cut)
 
     def describe(self) -> str:
         """Groups as text, for the event trace."""
         groups: dict[int, list[int]] = {}
         for node in self._nodes:
             groups.setdefault(self._group[node], []).append(node)
-        return "|".join(",".join(map(str, g)) for g in groups.values())
+        cuts = "".join(f" {a}-/->{b}" for a, b in sorted(self._cut))
+        return "|".join(",".join(map(str, g)) for g in groups.values()) + cuts
 
     def delays(self, src: int, dst: int) -> list[int]:
         """Delays of each copy of a message sent now: none if it is lost, two if duplicated."""
