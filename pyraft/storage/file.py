@@ -571,11 +571,15 @@ class FileStorage:
 
     def _create_dir(self) -> None:
         """Create the data directory if needed and make its existence durable."""
-        if self.data_dir.is_dir():
-            return
-        self.data_dir.mkdir(parents=True)
-        if self._fsync:
-            _fsync_dir(self.data_dir.parent)
+        missing: list[Path] = []
+        path = self.data_dir.absolute()
+        while not path.is_dir():
+            missing.append(path)
+            path = path.parent
+        for path in reversed(missing):  # outermost first; each new entry is made durable in its parent
+            path.mkdir()
+            if self._fsync:
+                _fsync_dir(path.parent)
 
     def _read_state(self) -> tuple[bool, HardState]:
         """Return (found, hard state); a missing file is a fresh node at term 0."""
