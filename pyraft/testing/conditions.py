@@ -21,21 +21,30 @@ class ConditionTimeout(TimeoutError):
 
 
 async def wait_until(
+    what: str, condition: Callable[[], T], timeout: float, *, describe: Callable[[], object] | None = None
+) -> T:
+    """Poll ``condition`` until it returns something truthy, and return that.
+
+    Raises :class:`ConditionTimeout` naming ``what`` (and ``describe()``, if given) after ``timeout``.
+    """
+
+    async def check() -> T:
+        return condition()
+
+    return await wait_until_async(what, check, timeout, describe=describe)
+
+
+async def wait_until_async(
     what: str,
-    condition: Callable[[], T | None] | Callable[[], Awaitable[T | None]],
+    condition: Callable[[], Awaitable[T]],
     timeout: float,
     *,
     describe: Callable[[], object] | None = None,
 ) -> T:
-    """Poll ``condition`` (sync or async) until it returns something truthy, and return that.
-
-    Raises :class:`ConditionTimeout` naming ``what`` (and ``describe()``, if given) after ``timeout``.
-    """
+    """:func:`wait_until` for a condition that has to await (e.g. an HTTP status poll)."""
     deadline = trio.current_time() + timeout
     while True:
-        value = condition()
-        if isinstance(value, Awaitable):
-            value = await value
+        value = await condition()
         if value:
             return value
         if trio.current_time() >= deadline:
