@@ -6,7 +6,14 @@ and the command that replays it.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from .cluster import Cluster, SimConfig
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
 
 
 def test_simulation(sim_config: SimConfig) -> None:
@@ -27,3 +34,14 @@ def test_same_seed_same_trace() -> None:
 def test_different_seeds_differ() -> None:
     """Guards the determinism test against a trace that ignores the seed."""
     assert Cluster(SimConfig(seed=1)).run().trace_hash != Cluster(SimConfig(seed=2)).run().trace_hash
+
+
+def test_trace_does_not_depend_on_hash_randomization() -> None:
+    """Set iteration order over strings changes with PYTHONHASHSEED; a history must not."""
+    script = (
+        f"import sys; sys.path.insert(0, {str(TESTS_DIR)!r}); from sim.cluster import Cluster, SimConfig; "
+        "print(Cluster(SimConfig(seed=77, nodes=5)).run().trace_hash)"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == Cluster(SimConfig(seed=77, nodes=5)).run().trace_hash
