@@ -282,8 +282,12 @@ class MetadataService:
 
 def _engine_error(exc: RaftError, *, proposed: bool, key: str | None = None) -> ServiceError:
     """Map an engine error to a 503, saying whether the request may have been applied."""
-    if isinstance(exc, OutcomeUnknown) and proposed:
-        return _unknown("the leader changed while the write was in flight", key)
+    if isinstance(exc, OutcomeUnknown):
+        if proposed:
+            return _unknown("the leader changed while the write was in flight", key)
+        return unavailable(
+            "leader_changed", "the leader changed before the read finished; nothing was changed"
+        )
     if isinstance(exc, NotLeader):
         where = f"node {exc.leader_id} leads" if exc.leader_id is not None else "no leader is known"
         return unavailable("no_leader", f"{where}; nothing was changed", leaderId=exc.leader_id)
