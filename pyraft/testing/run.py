@@ -1,0 +1,136 @@
+"""One fault-injection run: cluster, nemesis and clients for a while, then heal, restart, check, report.
+
+A run writes one folder: ``nemesis.json`` (the schedule, from the seed),
+``nemesis-log.json`` (what each action resolved to and when it ran), ``history.jsonl``,
+``verdicts.json``, ``summary.txt`` and, when matplotlib is installed, ``latency.png``.
+Node logs and data directories stay under ``cluster/`` for post-mortems.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from pyraft.testing.harness import FaultCluster, open_cluster
+from pyraft.testing.history import HistoryRecorder, pair_operations
+from pyraft.testing.linearizability import Verdict
+from pyraft.testing.nemesis import FAULTS, NemesisOptions, Schedule, generate_schedule
+from pyraft.testing.workload import ProcessIds, Workload
+
+SETTLE_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    root: Path
+    seed: int
+    nodes: int = 3
+    time: float = 60.0
+    faults: tuple[str, ...] = FAULTS
+    node_args: tuple[str, ...] = ()
+    nemesis: NemesisOptions | None = None  # overrides ``faults`` with full timing options
+
+    @property
+    def folder(self) -> Path:
+        return self.root / f"run-seed{self.seed}-{self.nodes}n-{int(self.time)}s"
+
+
+@dataclass
+class RunReport:
+    folder: Path
+    seed: int
+    counts: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[str, str] = field(default_factory=dict)
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return all(v == Verdict.OK.value for v in self.verdicts.values())
+
+    def summary(self) -> str:
+        lines = [
+            f"seed {self.seed}: {self.folder}",
+            f"operations: {self.counts}",
+            f"verdicts: {self.verdicts}",
+        ]
+        return "\n".join(lines + self.details)
+
+
+async def run(config: RunConfig, workloads: Sequence[Workload]) -> RunReport:
+    """The whole run; the nemesis schedule depends only on (seed, nodes, time, faults)."""
+    folder = config.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    options = config.nemesis or NemesisOptions(faults=config.faults)
+    schedule = generate_schedule(config.seed, config.nodes, config.time, options)
+    schedule.save(folder / "nemesis.json")
+    print(
+        f"pyraft fault run: seed {config.seed}, {config.nodes} nodes, {config.time:g}s -> {folder}",
+        flush=True,
+    )
+    ids = ProcessIds()
+    with HistoryRecorder(folder / "history.jsonl") as recorder:
+        async with open_cluster(
+            folder / "cluster", config.nodes, config.node_args, seed=config.seed
+        ) as cluster:
+            await cluster.wait_healthy(SETTLE_TIMEOUT)
+            start = trio.current_time()
+            await _faults_and_clients(cluster, schedule, workloads, recorder, ids, start + config.time)
+            await _heal_and_restart_everything(cluster)
+            for workload in workloads:
+                await workload.final(cluster, recorder, ids)
+            nemesis_log = cluster.nemesis_log
+    report = _check(folder, config.seed, workloads, recorder)
+    (folder / "nemesis-log.json").write_text(json.dumps(nemesis_log, indent=1) + "\n")
+    _plot(folder, recorder, schedule, start_ns=int(start * 1e9))
+    (folder / "summary.txt").write_text(report.summary() + "\n")
+    return report
+
+
+async def _faults_and_clients(
+    cluster: FaultCluster,
+    schedule: Schedule,
+    workloads: Sequence[Workload],
+    recorder: HistoryRecorder,
+    ids: ProcessIds,
+    stop_at: float,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(cluster.run_schedule, schedule, stop_at - schedule.duration)
+        for workload in workloads:
+            for _ in range(workload.clients):
+                nursery.start_soon(workload.client, cluster, recorder, ids, stop_at)
+
+
+async def _heal_and_restart_everything(cluster: FaultCluster) -> None:
+    """After healing, kill -9 and restart every node at once: acknowledged data must survive that too."""
+    await cluster.heal_all()
+    await cluster.wait_healthy(SETTLE_TIMEOUT)
+    await cluster.stop_all()
+    cluster.start_all()
+    await cluster.wait_healthy(SETTLE_TIMEOUT)
+
+
+def _check(folder: Path, seed: int, workloads: Sequence[Workload], recorder: HistoryRecorder) -> RunReport:
+    ops = pair_operations(recorder.events)
+    report = RunReport(folder, seed, dict(Counter(op.type for op in ops)))
+    report.counts["total"] = len(ops)
+    for workload in workloads:
+        for name, outcome in workload.check(recorder.events).items():
+            report.verdicts[f"{workload.name}/{name}"] = outcome.verdict.value
+            if outcome.verdict is not Verdict.OK:
+                report.details.append(outcome.render())
+    (folder / "verdicts.json").write_text(json.dumps(report.verdicts, indent=1, sort_keys=True) + "\n")
+    return report
+
+
+def _plot(folder: Path, recorder: HistoryRecorder, schedule: Schedule, start_ns: int) -> None:
+    try:
+        from pyraft.testing.plot import plot_latency
+    except ImportError:  # matplotlib is optional: the run is still checked without its picture
+        return
+    plot_latency(pair_operations(recorder.events), schedule.windows(), folder / "latency.png", start_ns)
