@@ -148,5 +148,7 @@ IDEMPOTENCY_PARAM = Param(
     "Idempotency-Key",
     "header",
     IDEMPOTENCY_KEY,
-    "makes a retry safe: a write with a key already applied returns the first result and changes nothing",
+    "makes a retry safe: the same request (operation, path and body) with a key already applied returns "
+    "the first result and changes nothing; a key is scoped to its request, so reusing it for a different "
+    "request does not return another request's result",
 )

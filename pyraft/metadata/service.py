@@ -22,6 +22,8 @@ Failure semantics, which the HTTP layer turns into 503 + ``Retry-After``:
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -126,7 +128,7 @@ class MetadataService:
                 body.get("rackId"),
             )
         )
-        return await self.write(record, key)
+        return await self.write(record, key, ("register_broker", body))
 
     async def change_broker(self, body: dict[str, Any], key: str | None) -> Outcome:
         """Re-register or change the status of a broker; needs its current view to pick which."""
@@ -150,13 +152,15 @@ class MetadataService:
                     body["brokerStatus"],
                 )
             )
-        return await self.write(record, key)
+        return await self.write(record, key, ("change_broker", body))
 
     async def delete_broker(self, broker_id: int, key: str | None) -> Outcome:
-        return await self.write(_built(lambda: build.unregister_broker(broker_id)), key)
+        return await self.write(
+            _built(lambda: build.unregister_broker(broker_id)), key, ("delete_broker", broker_id)
+        )
 
     async def register_topic(self, name: str, key: str | None) -> Outcome:
-        return await self.write(_built(lambda: build.create_topic(name)), key)
+        return await self.write(_built(lambda: build.create_topic(name)), key, ("register_topic", name))
 
     async def delete_topic(self, name: str, key: str | None) -> Outcome:
         """Remove a topic (and so its partitions) by name: resolved to its topicId first."""
@@ -166,7 +170,7 @@ class MetadataService:
         if topic is None and key is None:
             raise ServiceError(404, "not_found", f"no topic named {name!r}")
         topic_id = topic["topicId"] if topic is not None else NIL_UUID
-        return await self.write(_built(lambda: build.remove_topic(topic_id)), key)
+        return await self.write(_built(lambda: build.remove_topic(topic_id)), key, ("delete_topic", name))
 
     async def register_partition(self, body: dict[str, Any], key: str | None) -> Outcome:
         record = _built(
@@ -181,14 +185,18 @@ class MetadataService:
                 partition_epoch=body.get("partitionEpoch", 0),
             )
         )
-        return await self.write(record, key)
+        return await self.write(record, key, ("register_partition", body))
 
     async def delete_partition(self, partition_id: int, topic_uuid: str | None, key: str | None) -> Outcome:
         """Remove partition ``partition_id``; when several topics have one, ``topic_uuid`` must pick it."""
         if topic_uuid is None:
             topic_uuid = await self._only_topic_with(partition_id, key)
         chosen = topic_uuid
-        return await self.write(_built(lambda: build.remove_partition(chosen, partition_id)), key)
+        return await self.write(
+            _built(lambda: build.remove_partition(chosen, partition_id)),
+            key,
+            ("delete_partition", partition_id, topic_uuid),
+        )
 
     async def _only_topic_with(self, partition_id: int, key: str | None) -> str:
         with self._deadline(proposed=False):
@@ -212,11 +220,16 @@ class MetadataService:
         record = _built(
             lambda: build.register_producer(body["brokerId"], body["producerId"], body["brokerEpoch"])
         )
-        return await self.write(record, key)
+        return await self.write(record, key, ("register_producer", body))
 
-    async def write(self, record: Record, key: str | None) -> Outcome:
-        """Propose ``record`` under the request deadline and return the store's decision."""
-        data = encode_command(MetadataCommand(record, key))
+    async def write(self, record: Record, key: str | None, request: tuple[Any, ...] = ()) -> Outcome:
+        """Propose ``record`` under the request deadline and return the store's decision.
+
+        The key the store remembers is the client's key scoped by ``request`` (the
+        operation and the client's inputs): a retry of the same request finds the
+        first outcome, while the same key sent with a different request is a
+        different request, never answered with another operation's result."""
+        data = encode_command(MetadataCommand(record, scoped_key(key, request)))
         with self._deadline(proposed=True, key=key):
             try:
                 applied = await self.node.propose(data)
@@ -305,6 +318,14 @@ def _unknown(why: str, key: str | None) -> ServiceError:
         else "it may or may not have been applied; read before retrying, or send an Idempotency-Key"
     )
     return unavailable("outcome_unknown", f"{why}: the outcome is unknown; {advice}", idempotencyKey=key)
+
+
+def scoped_key(key: str | None, request: tuple[Any, ...]) -> str | None:
+    """``key`` bound to one request: ``<operation>:<digest of its inputs>:<key>``."""
+    if key is None:
+        return None
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{request[0] if request else 'write'}:{digest}:{key}"
 
 
 def _built(make: Callable[[], T]) -> T:
