@@ -124,12 +124,20 @@ class RaftNode:
     async def _raft_loop(self) -> None:
         async for event in self._inbox:
             self._handle(event)
-            for _ in range(MAX_EVENTS_PER_BATCH):
-                try:
-                    self._handle(self._inbox.receive_nowait())
-                except trio.WouldBlock:
-                    break
+            self._drain()
+            # Let the tasks that are runnable now (client requests, peer readers) add
+            # their events first: one Ready then carries many proposals, and one
+            # AppendEntries per follower carries them all.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._drain()
             await self._process_ready()
+
+    def _drain(self) -> None:
+        for _ in range(MAX_EVENTS_PER_BATCH):
+            try:
+                self._handle(self._inbox.receive_nowait())
+            except trio.WouldBlock:
+                return
 
     def _handle(self, event: object) -> None:
         core = self.core

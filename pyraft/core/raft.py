@@ -86,6 +86,7 @@ class RaftCore:
         self._verified_index = 0  # follower: last index known to match the current leader
         self._acked_index = 0  # follower: last match index reported to the leader
         self._leader_seq = 0  # follower: highest heartbeat round heard from the current leader
+        self._answered_seq = -1  # follower: highest round already answered (-1: none yet)
         self._transferee: int | None = None
         self._transfer_elapsed = 0
         self._pending_reads: list[_PendingRead] = []
@@ -228,7 +229,8 @@ class RaftCore:
         if term > self.term or leader != self.leader_id or self.role is not Role.FOLLOWER:
             # What we verified against the old leader says nothing about the new one's log.
             self._fail_forwarded()
-            self._verified_index = self._acked_index = self._leader_seq = 0
+            self._verified_index = self._acked_index = 0
+            self._leader_seq, self._answered_seq = 0, -1
         if term > self.term:
             self.term = term
             self.voted_for = None
@@ -359,8 +361,12 @@ class RaftCore:
         self._verified_index = max(self._verified_index, msg.prev_log_index + len(msg.entries))
         self._leader_seq = max(self._leader_seq, msg.seq)
         self.commit_index = max(self.commit_index, min(msg.leader_commit, self._verified_index))
-        if not msg.entries or self.log.stable_index >= self._verified_index:
-            self._send_ack(force=True)
+        if not msg.entries:
+            # A new round (heartbeat, ReadIndex) is always answered; a bare commit
+            # notice within a round already answered needs no reply.
+            self._send_ack(force=msg.seq > self._answered_seq)
+        elif self.log.stable_index >= self._verified_index:
+            self._send_ack(force=True)  # all durable already: a resent probe, answer it now
 
     def _reject_append(self, msg: AppendEntries) -> None:
         prev = msg.prev_log_index
@@ -383,6 +389,7 @@ class RaftCore:
         if match <= self._acked_index and not force:
             return
         self._acked_index = max(self._acked_index, match)
+        self._answered_seq = self._leader_seq
         self._send(
             AppendEntriesResponse(self.node_id, self.leader_id, self.term, True, match, seq=self._leader_seq)
         )
@@ -534,15 +541,15 @@ class RaftCore:
             sent = False
             while self._send_append(peer, pr, require_entries=True):
                 sent = True
-            if not sent and pr.sent_commit < self.commit_index:
-                self._send_empty_append(peer, pr)
+            if not sent and pr.sent_commit < self.commit_index and not pr.inflight:
+                self._send_empty_append(peer, pr)  # answers to messages in flight will flush again
 
     def _leader_has_output(self) -> bool:
         if self._read_round_wanted:
             return True
         return any(
             (pr.next <= self.log.last_index and pr.can_send(self.config.max_inflight))
-            or pr.sent_commit < self.commit_index
+            or (pr.sent_commit < self.commit_index and not pr.inflight)
             for pr in self._progress.values()
         )
 
