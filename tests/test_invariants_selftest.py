@@ -11,7 +11,7 @@ import pytest
 # tests/ is not a package, so pytest puts tests/ itself on sys.path and the simulator is ``sim``.
 from sim import invariants as inv
 
-from pyraft.core.messages import Entry, EntryKind
+from pyraft.core.messages import Entry, EntryKind, HardState, RequestVote, RequestVoteResponse
 
 
 def E(index: int, term: int, data: bytes = b"") -> Entry:
@@ -214,3 +214,14 @@ def test_full_check_catches_a_current_leader_missing_a_commit() -> None:
     monitor.full_check({1: log(1, 1), 2: log(1, 1, 2)}, leaders={2: 2})
     with violates("Leader Completeness"):
         monitor.full_check({1: log(1, 1), 2: log(1)}, leaders={2: 2})
+
+
+def test_message_before_its_term_or_vote_is_durable_is_caught() -> None:
+    vote = RequestVoteResponse(src=2, dst=1, term=3, granted=True)
+    with violates("Durable Before Send"):
+        inv.check_durable_before_send(vote, HardState(term=2, voted_for=None))
+    with violates("Durable Before Send"):
+        inv.check_durable_before_send(vote, HardState(term=3, voted_for=None))
+    inv.check_durable_before_send(vote, HardState(term=3, voted_for=1))
+    pre = RequestVote(src=1, dst=2, term=4, last_log_index=0, last_log_term=0, pre_vote=True)
+    inv.check_durable_before_send(pre, HardState(term=3))

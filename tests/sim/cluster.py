@@ -25,7 +25,14 @@ from pyraft.core.messages import Entry, HardState, Message
 from pyraft.core.raft import RaftCore, Role
 from pyraft.core.ready import Ready
 
-from .invariants import InvariantViolation, Log, SafetyMonitor, check_log_shape, check_read_index
+from .invariants import (
+    InvariantViolation,
+    Log,
+    SafetyMonitor,
+    check_durable_before_send,
+    check_log_shape,
+    check_read_index,
+)
 from .network import Network, NetworkFaults
 
 TICK = 10  # simulated time units per logical tick
@@ -547,6 +554,7 @@ class Cluster:
         for msg in messages:
             if msg.src != node.node_id or msg.dst not in self.nodes or msg.dst == msg.src:
                 raise InvariantViolation("Ready Contract", f"node {node.node_id} sends misaddressed {msg}")
+            check_durable_before_send(msg, node.store.hard_state)
             for delay in self.network.delays(msg.src, msg.dst):
                 self.schedule(delay, "deliver", msg.dst, msg)
 

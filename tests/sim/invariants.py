@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pyraft.core.messages import Entry
+from pyraft.core.messages import Entry, HardState, Message, RequestVote, RequestVoteResponse
 
 # A log as plain data: ``log[i - 1]`` is the entry at index ``i``.
 Log = Sequence[Entry]
@@ -209,6 +209,22 @@ def check_read_index(node: int, request_id: int, read_index: int, floor: int) ->
             "Linearizable Read",
             f"node {node} read {request_id} got index {read_index}, "
             f"but {floor} was committed when it was issued",
+        )
+
+
+def check_durable_before_send(msg: Message, durable: HardState) -> None:
+    """A message may only leave once the term it carries, and any vote it grants, are durable.
+
+    Pre-vote traffic is exempt: it carries a prospective term and changes no state."""
+    if isinstance(msg, RequestVote | RequestVoteResponse) and msg.pre_vote:
+        return
+    if msg.term > durable.term:
+        raise InvariantViolation(
+            "Durable Before Send", f"node {msg.src} sends {msg} while its durable term is {durable.term}"
+        )
+    if isinstance(msg, RequestVoteResponse) and msg.granted and durable.voted_for != msg.dst:
+        raise InvariantViolation(
+            "Durable Before Send", f"node {msg.src} grants {msg} but its durable vote is {durable.voted_for}"
         )
 
 
