@@ -319,7 +319,8 @@ class Cluster:
     def _on_deliver(self, event: Event) -> Sequence[int]:
         msg: Message = event.payload
         node = self.nodes[msg.dst]
-        if node.core is None or not self.network.connected(msg.src, msg.dst):
+        sender_down = self.nodes[msg.src].core is None  # a restarted sender's old messages still arrive
+        if node.core is None or sender_down or not self.network.connected(msg.src, msg.dst):
             return ()
         node.core.step(msg)
         return (node.node_id,)
