@@ -28,6 +28,7 @@ import trio
 from pyraft.transport.backoff import Backoff
 from pyraft.transport.framed import FramedStream
 from pyraft.wire.client_protocol import (
+    BAD_REQUEST,
     DEFINITELY_NOT_APPLIED,
     NOT_LEADER,
     OP_PROPOSE,
@@ -36,8 +37,8 @@ from pyraft.wire.client_protocol import (
     ClientRequest,
     ClientResponse,
 )
-from pyraft.wire.codec import CodecError
-from pyraft.wire.frames import DEFAULT_MAX_FRAME_SIZE, FrameError
+from pyraft.wire.codec import CodecError, encode
+from pyraft.wire.frames import DEFAULT_MAX_FRAME_SIZE, FrameError, encode_frame
 from pyraft.wire.handshake import PROTOCOL_VERSION, Hello, HelloReply
 
 Address = tuple[str, int]
@@ -62,11 +63,15 @@ class _ConnectFailed(Exception):
 
 
 class _Call:
-    """One request awaiting its response; ``response`` stays None if the connection dies."""
+    """One request awaiting its response; ``response`` stays None if the connection dies.
+    ``sent`` turns True once its bytes are handed to the socket."""
+
+    __slots__ = ("done", "response", "sent")
 
     def __init__(self) -> None:
         self.done = trio.Event()
         self.response: ClientResponse | None = None
+        self.sent = False
 
 
 class _Connection:
@@ -75,7 +80,9 @@ class _Connection:
         self.index = index
         self.node_id = node_id
         self.pending: dict[int, _Call] = {}
-        self.write_lock = trio.Lock()
+        # Requests waiting for the writer task, which sends all of them in one write.
+        self.queued: list[tuple[bytes, _Call]] = []
+        self.wakeup = trio.Event()
         self.scope = trio.CancelScope()  # cancels the reader, which closes the stream
         self.broken: str | None = None
         self.retired = False
@@ -239,6 +246,9 @@ class RaftClient:
 
     async def _connection(self) -> _Connection:
         """The current connection, opening one (trying each node in turn) if needed."""
+        current = self._current
+        if current is not None and current.broken is None:
+            return current  # the common case: no lock, no checkpoint
         async with self._connect_lock:
             while self._current is None or self._current.broken is not None:
                 index = self._cursor % len(self._addresses)
@@ -281,34 +291,51 @@ class RaftClient:
         """Returns whether the request was handed to the socket, and the response if one came."""
         request_id = next(self._request_ids)
         call = conn.pending[request_id] = _Call()
-        sent = False
         try:
-            async with conn.write_lock:
-                if conn.broken is None:
-                    await conn.framed.send(ClientRequest(request_id, op, data))
-                    sent = True
-            if sent:
+            if conn.broken is None:
+                try:
+                    frame = encode_frame(encode(ClientRequest(request_id, op, data)), self.max_frame_size)
+                except (CodecError, FrameError) as exc:
+                    raise ClientError(BAD_REQUEST, f"cannot send this {op}: {exc}") from exc
+                conn.queued.append((frame, call))
+                conn.wakeup.set()
                 await call.done.wait()
-        except _IO_ERRORS as exc:
-            conn.broken = f"write failed: {exc}"
-            conn.scope.cancel()
         finally:
             del conn.pending[request_id]
             if conn.retired and not conn.pending:
                 conn.scope.cancel()
-        return sent, call.response
+        return call.sent, call.response
 
     async def _read_responses(self, conn: _Connection) -> None:
-        """Owns the connection's stream: hands responses out and, whatever ends it, wakes every waiter."""
+        """Owns the connection's stream: a writer sends queued requests, this task hands
+        responses out and, whatever ends it, wakes every waiter."""
         reason = "closed by the client"
         try:
             with conn.scope:
-                reason = await self._dispatch(conn)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_requests, conn)
+                    reason = await self._dispatch(conn)
+                    nursery.cancel_scope.cancel()
         finally:
             conn.broken = conn.broken or reason
             for call in conn.pending.values():
                 call.done.set()
             await conn.framed.aclose()
+
+    async def _write_requests(self, conn: _Connection) -> None:
+        """Sends every request queued since the last write in one ``send_all``."""
+        try:
+            while True:
+                while not conn.queued:
+                    conn.wakeup = trio.Event()
+                    await conn.wakeup.wait()
+                batch, conn.queued = conn.queued, []
+                for _, call in batch:
+                    call.sent = True  # from here on a proposal's outcome is unknown if the link dies
+                await conn.framed.stream.send_all(b"".join(frame for frame, _ in batch))
+        except _IO_ERRORS as exc:
+            conn.broken = f"write failed: {exc}"
+            conn.scope.cancel()
 
     async def _dispatch(self, conn: _Connection) -> str:
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
+from pyraft.actors.applier import Applied
 from pyraft.actors.node import OutcomeUnknown, RaftNode
 from pyraft.core.errors import NoLeader, NotLeader, RaftError, RequestLost, TransferInProgress
 from pyraft.statemachine import CommandError
@@ -43,6 +46,26 @@ class NodeClientHandler:
             return ClientResponse.failure(rid, *error_code(exc))
         except CommandError:
             return ClientResponse.failure(rid, BAD_REQUEST)
+
+    async def handle_batch(self, requests: Sequence[ClientRequest]) -> list[ClientResponse]:
+        """Proposals that arrived together: one trip through the raft loop, one deadline for all.
+        Commands settled before the deadline are answered with their outcome, the rest "timeout"."""
+        outcomes: list[Applied | Exception | None] = [None] * len(requests)
+        with trio.move_on_after(self.timeout):
+            await self.node.propose_many([r.data for r in requests], outcomes)
+        return [_response(r.request_id, outcome) for r, outcome in zip(requests, outcomes, strict=True)]
+
+
+def _response(request_id: int, outcome: Applied | Exception | None) -> ClientResponse:
+    if isinstance(outcome, Applied):
+        return ClientResponse(request_id, True, outcome.result, outcome.index)
+    if isinstance(outcome, RaftError):
+        return ClientResponse.failure(request_id, *error_code(outcome))
+    if isinstance(outcome, CommandError):
+        return ClientResponse.failure(request_id, BAD_REQUEST)
+    if outcome is None:
+        return ClientResponse.failure(request_id, TIMEOUT)
+    raise outcome
 
 
 def error_code(exc: RaftError) -> tuple[str, int | None]:

@@ -28,6 +28,13 @@ class ProposeCmd:
 
 
 @dataclass(frozen=True, slots=True)
+class ProposeManyCmd:
+    """Several proposals in one inbox event: ``(request_id, data)`` pairs, in order."""
+
+    items: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ReadCmd:
     request_id: int
 

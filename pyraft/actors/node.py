@@ -12,13 +12,14 @@ import itertools
 import logging
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import trio
 
 from pyraft.actors.applier import Applied, Applier
-from pyraft.actors.events import TICK, Persisted, ProposeCmd, ReadCmd, Tick, TransferCmd
+from pyraft.actors.events import TICK, Persisted, ProposeCmd, ProposeManyCmd, ReadCmd, Tick, TransferCmd
 from pyraft.actors.storage import StorageActor
 from pyraft.core.config import Config
 from pyraft.core.errors import RaftError, RequestLost
@@ -57,9 +58,16 @@ class Timing:
 
 @dataclass(slots=True)
 class _Request:
+    """One caller's requests (one, or a batch): ``done`` is set once every slot is settled."""
+
     done: trio.Event
-    value: Any = None
-    error: Exception | None = None
+    values: list[Any]
+    errors: list[Exception | None]
+    remaining: int
+
+    @staticmethod
+    def of(size: int) -> _Request:
+        return _Request(trio.Event(), [None] * size, [None] * size, size)
 
 
 class RaftNode:
@@ -87,7 +95,7 @@ class RaftNode:
         self.storage = StorageActor(storage, offload=offload_io)
         self.applier = Applier(state_machine)
         self.state_machine = state_machine
-        self._requests: dict[int, _Request] = {}
+        self._requests: dict[int, tuple[_Request, int]] = {}  # request id -> (request, slot)
         self._ids = itertools.count(1)
         self._inbox_send, self._inbox = trio.open_memory_channel[object](INBOX_SIZE)
         self._to_disk, self._disk_batches = trio.open_memory_channel[list[Entry]](math.inf)
@@ -148,6 +156,12 @@ class RaftNode:
                 core.persisted(index, term)
             case ProposeCmd(request_id=rid, data=data):
                 self._guard(rid, lambda: core.forward(rid, data))
+            case ProposeManyCmd(items=items):
+                for rid, data in items:
+                    try:
+                        core.forward(rid, data)
+                    except (RaftError, ValueError) as exc:
+                        self._finish(rid, error=exc)
             case ReadCmd(request_id=rid):
                 self._guard(rid, lambda: core.read_index(rid))
             case TransferCmd(request_id=rid, target=target):
@@ -212,6 +226,42 @@ class RaftNode:
         assert waiter.result is not None
         return cast(Applied, waiter.result)
 
+    async def propose_many(
+        self, commands: Sequence[bytes], out: list[Applied | Exception | None] | None = None
+    ) -> list[Applied | Exception | None]:
+        """Replicate several commands, in order, as one event for the raft loop.
+
+        Returns one outcome per command, in order: its Applied, or the exception
+        ``propose`` would have raised for it. Outcomes are written into ``out`` (when
+        given) as they become known, so a caller that is cancelled or times out can
+        still tell which commands were settled (the rest stay None)."""
+        results: list[Applied | Exception | None] = [None] * len(commands) if out is None else out
+        if not commands:
+            return results
+        request = _Request.of(len(commands))
+        ids = [next(self._ids) for _ in commands]
+        for slot, request_id in enumerate(ids):
+            self._requests[request_id] = (request, slot)
+        try:
+            await self._inbox_send.send(ProposeManyCmd(tuple(zip(ids, commands, strict=True))))
+            await request.done.wait()
+        finally:
+            for request_id in ids:
+                self._requests.pop(request_id, None)
+        for slot, error in enumerate(request.errors):
+            if error is not None:
+                results[slot] = error
+        for slot, waiter in enumerate(request.values):
+            if waiter is None:
+                continue
+            if not waiter.event.is_set():  # a batch mostly commits together: one real wait
+                await waiter.event.wait()
+            if waiter.error is not None:
+                results[slot] = RequestLost(str(waiter.error))
+            else:
+                results[slot] = cast(Applied, waiter.result)
+        return results
+
     async def read(self, query: bytes) -> bytes:
         """A linearizable read: ReadIndex through the leader, then the local state machine."""
         index = await self.read_barrier()
@@ -229,23 +279,27 @@ class RaftNode:
 
     async def _request(self, make: Any) -> Any:
         request_id = next(self._ids)
-        request = _Request(trio.Event())
-        self._requests[request_id] = request
+        request = _Request.of(1)
+        self._requests[request_id] = (request, 0)
         try:
             await self._inbox_send.send(make(request_id))
             await request.done.wait()
         finally:
             self._requests.pop(request_id, None)
-        if request.error is not None:
-            raise request.error
-        return request.value
+        error = request.errors[0]
+        if error is not None:
+            raise error
+        return request.values[0]
 
     def _finish(self, request_id: int, *, value: Any = None, error: Exception | None = None) -> None:
-        request = self._requests.pop(request_id, None)
-        if request is None:
+        entry = self._requests.pop(request_id, None)
+        if entry is None:
             return  # the caller gave up (timeout or cancellation)
-        request.value, request.error = value, error
-        request.done.set()
+        request, slot = entry
+        request.values[slot], request.errors[slot] = value, error
+        request.remaining -= 1
+        if not request.remaining:
+            request.done.set()
 
     # --------------------------------------------------------------- status
 

@@ -9,8 +9,9 @@ loss but not a leader stalled behind one slow follower.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import trio
 
@@ -22,6 +23,17 @@ class ClientHandler(Protocol):
     """Answers one client request; called concurrently for requests in flight."""
 
     async def __call__(self, request: ClientRequest) -> ClientResponse: ...
+
+
+@runtime_checkable
+class BatchClientHandler(ClientHandler, Protocol):
+    """A handler that can also take a burst of proposals at once.
+
+    The transport hands it every proposal that arrived in one read from a client
+    connection, so the burst reaches the raft loop as one event, shares one wakeup
+    and is answered with one write. The answers are in the order of ``requests``."""
+
+    async def handle_batch(self, requests: Sequence[ClientRequest]) -> list[ClientResponse]: ...
 
 
 class Transport(Protocol):

@@ -40,6 +40,10 @@ class FramedStream:
             self._ready.extend(self._decoder.feed(data))
         return decode(self._ready.popleft())
 
+    def receive_buffered(self) -> WireMessage | None:
+        """The next message if it already arrived in an earlier read, else None (never waits)."""
+        return decode(self._ready.popleft()) if self._ready else None
+
     async def send(self, msg: WireMessage) -> None:
         await self.stream.send_all(encode_frame(encode(msg), self.max_frame_size))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from functools import partial
 from typing import Any, Final
@@ -25,11 +26,11 @@ import trio
 
 from pyraft.core.messages import Message
 from pyraft.transport.backoff import Backoff
-from pyraft.transport.base import ClientHandler, TransportStats
+from pyraft.transport.base import BatchClientHandler, ClientHandler, TransportStats
 from pyraft.transport.framed import FramedStream
-from pyraft.wire.client_protocol import BAD_REQUEST, OPS, ClientRequest, ClientResponse
+from pyraft.wire.client_protocol import BAD_REQUEST, OP_PROPOSE, OPS, ClientRequest, ClientResponse
 from pyraft.wire.codec import CodecError, WireMessage, encode, is_raft_message
-from pyraft.wire.frames import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, FrameError
+from pyraft.wire.frames import DEFAULT_MAX_FRAME_SIZE, HEADER_SIZE, FrameError, encode_frame
 from pyraft.wire.handshake import PROTOCOL_VERSION, Hello, HelloReply
 
 logger = logging.getLogger("pyraft.transport")
@@ -310,7 +311,9 @@ class TcpTransport:
         session = _ClientSession(framed, handler, self.max_client_inflight)
         rejection: _Reject | None = None  # stays None if a failed answer cancels the reader
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.write_responses, nursery.cancel_scope)
             rejection = await session.read_requests(nursery)
+            session.reading_done()
             if rejection is not None:
                 nursery.cancel_scope.cancel()
         if rejection is not None:
@@ -318,62 +321,150 @@ class TcpTransport:
 
 
 class _ClientSession:
-    """One client connection: a reader spawning a task per request, writes under a lock."""
+    """One client connection: a reader, tasks that compute answers, and one writer.
+
+    The reader takes every request that one read brought in; with a
+    BatchClientHandler the proposals among them go to the handler as one batch
+    (one task, one trip through the raft loop). Answers are encoded by the task
+    that computed them and queued; the writer sends everything queued with one
+    ``send_all``, so a burst of commits is answered with one write."""
 
     def __init__(self, framed: FramedStream, handler: ClientHandler | None, max_inflight: int) -> None:
         self.framed = framed
         self.handler = handler
-        self.write_lock = trio.Lock()
+        self.batch_handler = handler if isinstance(handler, BatchClientHandler) else None
         self.slots = trio.Semaphore(max_inflight)
+        self._queued: list[bytes] = []
+        self._wakeup = trio.Event()
+        self._in_flight = 0  # requests taken and not yet answered (queued or dropped)
+        self._reading = True
 
     async def read_requests(self, nursery: trio.Nursery) -> _Reject | None:
         """Returns (never raises) so the nursery around it stays free of exception groups.
         On a clean EOF the requests in flight still finish and are answered."""
+        scope = nursery.cancel_scope
         while True:
             try:
                 msg = await _receive_or_reject(self.framed)
+                burst: list[ClientRequest] = []
+                while msg is not None:
+                    if not isinstance(msg, ClientRequest):
+                        return _Reject("unexpected_message", f"client sent {type(msg).__name__}")
+                    burst.append(msg)
+                    msg = _buffered_or_reject(self.framed)
             except _Reject as rejection:
                 return rejection
             except _CONNECTION_ERRORS as exc:
                 return _Reject("client_lost", f"client connection lost: {exc}")
-            if msg is None:
+            if not burst:
                 return None
-            if not isinstance(msg, ClientRequest):
-                return _Reject("unexpected_message", f"client sent {type(msg).__name__}")
+            await self._dispatch(burst, nursery, scope)
+
+    async def _dispatch(
+        self, burst: list[ClientRequest], nursery: trio.Nursery, scope: trio.CancelScope
+    ) -> None:
+        """Start tasks for ``burst`` without a checkpoint while there is room: the requests of
+        one read then reach the raft loop together and share one Ready."""
+        proposals: list[ClientRequest] = []
+        for request in burst:
             try:
-                # No checkpoint while there is room: a burst of requests read in one
-                # chunk then reaches the raft loop together and shares one Ready.
                 self.slots.acquire_nowait()
             except trio.WouldBlock:
+                if proposals:
+                    nursery.start_soon(self.answer_batch, proposals, scope)
+                    proposals = []
                 await self.slots.acquire()
-            nursery.start_soon(self.answer, msg, nursery.cancel_scope)
+            self._in_flight += 1
+            if self.batch_handler is not None and request.op == OP_PROPOSE:
+                proposals.append(request)
+            else:
+                nursery.start_soon(self.answer, request, scope)
+        if proposals:
+            nursery.start_soon(self.answer_batch, proposals, scope)
+
+    def reading_done(self) -> None:
+        self._reading = False
+        self._wakeup.set()
 
     async def answer(self, request: ClientRequest, scope: trio.CancelScope) -> None:
+        await self._answer_all([request], self._respond, scope)
+
+    async def answer_batch(self, requests: list[ClientRequest], scope: trio.CancelScope) -> None:
+        await self._answer_all(requests, self._respond_batch, scope)
+
+    async def _answer_all(
+        self,
+        requests: list[ClientRequest],
+        respond: Callable[[list[ClientRequest]], Awaitable[list[ClientResponse]]],
+        scope: trio.CancelScope,
+    ) -> None:
         try:
-            response = await self._respond(request)
-            async with self.write_lock:
-                await self.framed.send(response)
-        except (*_CONNECTION_ERRORS, CodecError, FrameError) as exc:
-            logger.info("cannot answer client request %d: %s", request.request_id, exc)
+            responses = await respond(requests)
+            frames = [encode_frame(encode(r), self.framed.max_frame_size) for r in responses]
+        except (CodecError, FrameError) as exc:
+            logger.info("cannot answer client requests %s: %s", _ids(requests), exc)
             scope.cancel()
         except Exception:
             # A handler bug: the outcome is unknown, and closing the connection is
             # the one answer that tells the client exactly that.
-            logger.exception("client handler failed on request %d", request.request_id)
+            logger.exception("client handler failed on requests %s", _ids(requests))
             scope.cancel()
+        else:
+            self._queued.extend(frames)
+            self._wakeup.set()
         finally:
-            self.slots.release()
+            self._in_flight -= len(requests)
+            for _ in requests:
+                self.slots.release()
+            if not self._in_flight:
+                self._wakeup.set()
 
-    async def _respond(self, request: ClientRequest) -> ClientResponse:
+    async def write_responses(self, scope: trio.CancelScope) -> None:
+        """Sends whatever answers are queued, all in one write, until the session is over."""
+        try:
+            while True:
+                while not self._queued:
+                    if not self._reading and not self._in_flight:
+                        return
+                    self._wakeup = trio.Event()
+                    await self._wakeup.wait()
+                data = b"".join(self._queued)
+                self._queued.clear()
+                await self.framed.stream.send_all(data)
+        except _CONNECTION_ERRORS as exc:
+            logger.info("cannot answer client requests: %s", exc)
+            scope.cancel()
+
+    async def _respond(self, requests: list[ClientRequest]) -> list[ClientResponse]:
+        (request,) = requests
         if self.handler is None or request.op not in OPS:
-            return ClientResponse.failure(request.request_id, BAD_REQUEST)
-        response = await self.handler(request)
-        if response.request_id != request.request_id:
-            logger.error(
-                "client handler answered request %d with id %d", request.request_id, response.request_id
-            )
-            response = dataclasses.replace(response, request_id=request.request_id)
-        return response
+            return [ClientResponse.failure(request.request_id, BAD_REQUEST)]
+        return [_matched(request, await self.handler(request))]
+
+    async def _respond_batch(self, requests: list[ClientRequest]) -> list[ClientResponse]:
+        assert self.batch_handler is not None
+        responses = await self.batch_handler.handle_batch(requests)
+        if len(responses) != len(requests):
+            raise RuntimeError(f"handle_batch answered {len(responses)} of {len(requests)} requests")
+        return [_matched(q, r) for q, r in zip(requests, responses, strict=True)]
+
+
+def _matched(request: ClientRequest, response: ClientResponse) -> ClientResponse:
+    if response.request_id != request.request_id:
+        logger.error("client handler answered request %d with id %d", request.request_id, response.request_id)
+        response = dataclasses.replace(response, request_id=request.request_id)
+    return response
+
+
+def _ids(requests: list[ClientRequest]) -> str:
+    return ",".join(str(r.request_id) for r in requests[:8]) + ("..." if len(requests) > 8 else "")
+
+
+def _buffered_or_reject(framed: FramedStream) -> WireMessage | None:
+    try:
+        return framed.receive_buffered()
+    except CodecError as exc:
+        raise _Reject("bad_message", f"undecodable message: {exc}") from exc
 
 
 async def _receive_or_reject(framed: FramedStream) -> WireMessage | None:
