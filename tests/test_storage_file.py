@@ -215,6 +215,25 @@ def test_appends_after_recovery_reload_correctly(tmp_path: Path) -> None:
     assert not report.repaired
 
 
+def test_torn_file_header_is_rewritten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """We create the header whole, so a short prefix of it is outside damage to an empty log of ours."""
+    fill(tmp_path / "orig", [])
+    header = (tmp_path / "orig" / "log").read_bytes()
+    assert len(header) == HEADER
+    for cut in range(HEADER):
+        d = tmp_path / f"cut{cut}"
+        d.mkdir()
+        (d / "log").write_bytes(header[:cut])
+        with FileStorage(d) as s, caplog.at_level(logging.WARNING, logger="pyraft.storage"):
+            _, entries, report = s.load()
+            assert entries == []
+            assert report == RecoveryReport(0, cut, 0, f"torn file header ({cut} of {HEADER} bytes)")
+            s.save_hard_state(HardState(1, None))
+            s.append(make(1, 3))
+        assert reload(d)[1] == make(1, 3)
+    assert "rewrote the header" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
@@ -295,7 +314,7 @@ def test_leftover_temp_state_file_is_ignored(tmp_path: Path) -> None:
     [
         (b"NOTRAFT!" + struct.pack("<I", 1), "not a pyraft log"),
         (b"PYRAFTLG" + struct.pack("<I", 2), "unsupported log format version 2"),
-        (b"PYRAFT", "shorter than its header"),
+        (b"PYRAFX", "shorter than its header"),
     ],
 )
 def test_foreign_log_file_raises_and_is_left_alone(tmp_path: Path, content: bytes, match: str) -> None:

@@ -64,6 +64,7 @@ STATE_MAGIC: Final = b"PYRAFTHS"
 STATE_VERSION: Final = 1
 
 _LOG_HEADER = struct.Struct("<8sI")
+_LOG_HEADER_BYTES = _LOG_HEADER.pack(LOG_MAGIC, LOG_VERSION)
 _RECORD_HEADER = struct.Struct("<II")
 _STATE_HEADER = struct.Struct("<8sII")
 _KIND_BY_VALUE: dict[int, EntryKind] = {int(k): k for k in EntryKind}
@@ -368,7 +369,7 @@ class _LogFile:
         self._fsync = fsync
         if not path.exists():
             # Written whole and renamed into place: the file never exists without its header.
-            _write_file_atomically(path, _LOG_HEADER.pack(LOG_MAGIC, LOG_VERSION), fsync=fsync)
+            _write_file_atomically(path, _LOG_HEADER_BYTES, fsync=fsync)
         self._fd = os.open(path, os.O_RDWR)
         self._offsets: array[int] | None = None  # offsets[i] = file offset of index i + 1
         self._end = _LOG_HEADER.size
@@ -382,6 +383,8 @@ class _LogFile:
         """Scan the whole file in one read, cut any bad tail durably, rebuild the index."""
         size = os.fstat(self._fd).st_size
         buf = _pread_all(self._fd, size)
+        if size < _LOG_HEADER.size and _LOG_HEADER_BYTES.startswith(buf):
+            return [], self._repair_header(size)
         check_log_header(buf, str(self.path))
         with _gc_paused():
             scan = scan_records(buf)
@@ -392,6 +395,18 @@ class _LogFile:
         self._offsets, self._end, self._last_term = scan.offsets, scan.end, scan.last_term
         report = RecoveryReport(len(scan.entries), cut, scan.end if cut else None, scan.reason)
         return scan.entries, report
+
+    def _repair_header(self, size: int) -> RecoveryReport:
+        """Rewrite a header cut short by outside damage (we only ever create it whole).
+
+        What is left is a prefix of our own header, so the file is ours, and it
+        cannot have held any entry: rewriting the header loses nothing more."""
+        _pwrite_all(self._fd, _LOG_HEADER_BYTES, 0)
+        self._sync()
+        self._offsets, self._end, self._last_term = array("q"), _LOG_HEADER.size, 0
+        reason = f"torn file header ({size} of {_LOG_HEADER.size} bytes)"
+        logger.warning("%s: %s; rewrote the header, the log is empty", self.path, reason)
+        return RecoveryReport(0, size, 0, reason)
 
     def term_at(self, index: int) -> int:
         """Term of the entry at ``index`` (0 for index 0); reads it back unless it is the last."""
