@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -22,9 +23,16 @@ PAYLOAD_BYTES = 150
 _HOST_BASE = "broker-{:09d}.kafka.bench.internal"
 
 
+_TEMPLATE = register_broker(1, _HOST_BASE.format(1), 9092, "PLAINTEXT", rack="eu-west-1a-rack-07-row-3")
+
+
 def broker_payload(broker_id: int) -> bytes:
-    """A ~150-byte log entry: a real RegisterBrokerRecord command with a distinct broker id."""
-    record = register_broker(broker_id, _HOST_BASE.format(broker_id), 9092, "PLAINTEXT", rack="rack-a")
+    """A ~150-byte log entry: a real RegisterBrokerRecord command with a distinct broker id.
+
+    Built from one validated template (only the id and host change), so the load
+    driver spends its time sending rather than validating records."""
+    endpoint = dataclasses.replace(_TEMPLATE.end_points[0], host=_HOST_BASE.format(broker_id))
+    record = dataclasses.replace(_TEMPLATE, broker_id=broker_id, end_points=(endpoint,))
     return encode_command(MetadataCommand(record, f"bench-{broker_id:012d}"))
 
 

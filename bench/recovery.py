@@ -1,0 +1,114 @@
+"""Recovery and memory: restart time and RSS of a node whose log holds N records.
+
+    python -m bench.recovery                      # 1,000,000 records
+    python -m bench.recovery --records 100000 --runs 3
+
+The log is written straight through FileStorage (the node's own on-disk format),
+N real RegisterBrokerRecord commands with distinct broker ids, as a single-node
+quorum's log would hold them. Then ``python -m pyraft.node`` is started on it,
+and we time two things: until GET /status answers (the log is read and checked),
+and until the node has elected itself, committed and applied all N records to its
+MetadataStore (the state rebuilt; pyraft has no snapshots yet, so this is a full
+replay). The node's RSS (from /proc) is read at that point.
+
+Throughput from 3 to 5 nodes: ``python -m bench.throughput --nodes 5 --systems pyraft-fsync``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Progress, broker_payload, machine_info, summarize, write_json
+from pyraft.core.messages import Entry, HardState
+from pyraft.localcluster import LocalCluster
+from pyraft.storage.file import FileStorage
+
+BATCH = 10_000
+
+
+def build_log(data_dir: Path, records: int) -> float:
+    """Write ``records`` command entries of term 1; returns seconds taken."""
+    start = time.monotonic()
+    storage = FileStorage(data_dir, fsync=False)
+    try:
+        storage.save_hard_state(HardState(1, 1))
+        progress = Progress((records + BATCH - 1) // BATCH, "write log")
+        for first in range(1, records + 1, BATCH):
+            last = min(records, first + BATCH - 1)
+            storage.append([Entry(i, 1, data=broker_payload(i)) for i in range(first, last + 1)])
+            progress.step(f"{last} records")
+    finally:
+        storage.close()
+    return time.monotonic() - start
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def restart_once(root: Path, records: int, port: int) -> dict[str, float]:
+    cluster = LocalCluster(root, 1, port, port + 100, ["--log-level", "WARNING"])
+    node = cluster.nodes[1]
+    start = time.monotonic()
+    cluster.start(1)
+    try:
+        cluster.wait_for("the node's /status", lambda: node.status() is not None, timeout=600)
+        answering = time.monotonic() - start
+
+        def applied() -> bool:
+            status = node.status(timeout=2.0)
+            return status is not None and status["lastApplied"] >= records
+
+        cluster.wait_for("all records applied", applied, timeout=1800)
+        replayed = time.monotonic() - start
+        assert node.proc is not None
+        return {"status_s": answering, "applied_s": replayed, "rss_mb": rss_mb(node.proc.pid)}
+    finally:
+        cluster.stop_all(signal.SIGKILL)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--runs", type=int, default=3, help="restarts of the same log")
+    p.add_argument("--port", type=int, default=25000)
+    p.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="pyraft-recovery-") as tmp:
+        root = Path(tmp)
+        write_s = build_log(root / "1", args.records)
+        log_bytes = sum(f.stat().st_size for f in (root / "1").rglob("*") if f.is_file())
+        runs = []
+        for run in range(args.runs):
+            runs.append(restart_once(root, args.records, args.port))
+            print(f"restart {run + 1}/{args.runs}: {runs[-1]}", flush=True)
+    result = {
+        "benchmark": "recovery",
+        "records": args.records,
+        "log_bytes": log_bytes,
+        "log_write_s": round(write_s, 2),
+        "runs": runs,
+        **{k: summarize([r[k] for r in runs]) for k in ("status_s", "applied_s", "rss_mb")},
+        "machine": machine_info(),
+    }
+    print(
+        f"{args.records} records ({log_bytes / 1e6:.0f} MB on disk), median (min-max) of {args.runs}: "
+        f"/status answers after {statistics.median(r['status_s'] for r in runs):.2f} s, all applied after "
+        f"{statistics.median(r['applied_s'] for r in runs):.2f} s, RSS "
+        f"{statistics.median(r['rss_mb'] for r in runs):.0f} MB"
+    )
+    write_json(args.out / "recovery.json", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
