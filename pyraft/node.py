@@ -9,6 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgpack
 import trio
 
 from pyraft.actors.node import RaftNode, Timing
@@ -19,6 +20,7 @@ from pyraft.metadata.events import EventLog, NodeWatcher
 from pyraft.metadata.service import DEFAULT_TIMEOUT, MetadataService
 from pyraft.metadata.store import MetadataStore
 from pyraft.service import NodeClientHandler
+from pyraft.statemachine import KVStore
 from pyraft.storage.file import FileStorage
 from pyraft.transport.tcp import TcpTransport
 
@@ -114,6 +116,51 @@ class NodeSettings:
     request_timeout: float = DEFAULT_TIMEOUT
 
 
+class NodeStateMachine:
+    """The metadata store, plus the engine's small KV store for raw client-protocol commands.
+
+    The REST API only ever proposes metadata commands (msgpack ``[0, record, key]``).
+    The raft port's client protocol predates them: the benchmarks and the
+    multi-process tests still replicate ``["set", k, v]`` / ``["del", k]`` through
+    it and read keys back, so entries of that shape (and string-key queries) go to
+    a KVStore instead of being answered "invalid" by the metadata store. Both
+    halves are deterministic, so the combination is too."""
+
+    def __init__(self, metadata: MetadataStore) -> None:
+        self.metadata = metadata
+        self.kv = KVStore()
+
+    def apply(self, index: int, command: bytes) -> bytes:
+        if _is_kv_command(command):
+            return self.kv.apply(index, command)
+        return self.metadata.apply(index, command)
+
+    def apply_noop(self, index: int) -> None:
+        self.kv.apply_noop(index)
+        self.metadata.apply_noop(index)
+
+    def query(self, query: bytes) -> bytes:
+        if _is_kv_query(query):
+            return self.kv.query(query)
+        return self.metadata.query(query)
+
+
+def _unpacked(data: bytes) -> object:
+    try:
+        return msgpack.unpackb(data, raw=False)
+    except Exception:
+        return None
+
+
+def _is_kv_command(command: bytes) -> bool:
+    op = _unpacked(command)
+    return isinstance(op, list) and bool(op) and op[0] in ("set", "del")
+
+
+def _is_kv_query(query: bytes) -> bool:
+    return isinstance(_unpacked(query), str)
+
+
 def settings_from_args(args: argparse.Namespace) -> NodeSettings:
     voters: list[Voter] = args.voters or []
     own = next((v for v in voters if v.node_id == args.id), None)
@@ -151,7 +198,7 @@ async def run_node(settings: NodeSettings) -> None:
         tuple(v.node_id for v in settings.voters),
         storage,
         transport,
-        store,
+        NodeStateMachine(store),
         timing=settings.timing,
     )
     if node.recovery.reason:
