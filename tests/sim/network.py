@@ -70,10 +70,6 @@ class Network:
         self._group = dict.fromkeys(self._nodes, 0)
         self._cut.clear()
 
-    @property
-    def partitioned(self) -> bool:
-        return len(set(self._group.values())) > 1 or bool(self._cut)
-
     def describe(self) -> str:
         """Groups as text, for the event trace."""
         groups: dict[int, list[int]] = {}
