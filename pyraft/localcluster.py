@@ -134,7 +134,7 @@ class LocalCluster:
         best = max(leaders, key=lambda s: s["term"])
         return int(best["nodeId"])
 
-    def wait_for(self, what: str, condition: Callable[[], Any], timeout: float = 20.0) -> Any:
+    def wait_for(self, what: str, condition: Callable[[], Any], timeout: float = 30.0) -> Any:
         """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -144,7 +144,7 @@ class LocalCluster:
             time.sleep(0.02)
         raise TimeoutError(f"timed out after {timeout}s waiting for {what}; statuses: {self.statuses()}")
 
-    def wait_for_leader(self, timeout: float = 20.0) -> int:
+    def wait_for_leader(self, timeout: float = 30.0) -> int:
         return int(self.wait_for("a leader", self.leader, timeout))
 
 

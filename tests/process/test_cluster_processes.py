@@ -11,12 +11,13 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 import trio
 
 from pyraft.client import RaftClient
 from pyraft.localcluster import LocalCluster
-from pyraft.statemachine import get_query, set_command
+from pyraft.metadata.commands import MetadataCommand, encode_command, register_broker
 
 CLUSTER_ID = "pyraft"
 
@@ -53,26 +54,33 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LocalClu
         c.stop_all(signal.SIGKILL)
 
 
-def write_many(c: LocalCluster, node_id: int, keys: list[str]) -> dict[str, int]:
-    """Propose set(key, key) for each key through one node; returns key -> committed index."""
+def _register(broker_id: int) -> bytes:
+    record = register_broker(broker_id, f"host-{broker_id}", 9092, "PLAINTEXT")
+    return encode_command(MetadataCommand(record))
 
-    async def run() -> dict[str, int]:
-        done: dict[str, int] = {}
+
+def write_many(c: LocalCluster, node_id: int, brokers: list[int]) -> dict[int, int]:
+    """Register each broker through one node's client port; returns broker id -> committed index."""
+
+    async def run() -> dict[int, int]:
+        done: dict[int, int] = {}
         address = ("127.0.0.1", c.nodes[node_id].raft_port)
         async with await RaftClient.connect([address], cluster_id=CLUSTER_ID) as client:
-            for key in keys:
-                index, _ = await client.propose(set_command(key, key.encode()))
-                done[key] = index
+            for broker_id in brokers:
+                index, _ = await client.propose(_register(broker_id))
+                done[broker_id] = index
         return done
 
     return trio.run(run)
 
 
-def read_all(c: LocalCluster, node_id: int, keys: list[str]) -> dict[str, bytes]:
-    async def run() -> dict[str, bytes]:
+def read_all(c: LocalCluster, node_id: int, brokers: list[int]) -> dict[int, object]:
+    """Linearizable reads of each broker through one node's client port."""
+
+    async def run() -> dict[int, object]:
         address = ("127.0.0.1", c.nodes[node_id].raft_port)
         async with await RaftClient.connect([address], cluster_id=CLUSTER_ID) as client:
-            return {key: await client.read(get_query(key)) for key in keys}
+            return {b: msgpack.unpackb(await client.read(msgpack.packb(["broker", b]))) for b in brokers}
 
     return trio.run(run)
 
@@ -84,10 +92,12 @@ def applied_everywhere(c: LocalCluster, index: int) -> bool:
     )
 
 
-def assert_all_present(c: LocalCluster, node_id: int, keys: list[str]) -> None:
-    values = read_all(c, node_id, keys)
-    missing = [k for k in keys if values[k] != k.encode()]
-    assert not missing, f"acknowledged writes lost on node {node_id}: {missing[:10]}"
+def assert_all_present(c: LocalCluster, node_id: int, brokers: list[int]) -> None:
+    views = read_all(c, node_id, brokers)
+    missing = [
+        b for b in brokers if not isinstance(v := views[b], dict) or v.get("brokerHost") != f"host-{b}"
+    ]
+    assert not missing, f"acknowledged writes lost on node {node_id}: brokers {missing[:10]}"
 
 
 def test_three_processes_elect_one_leader(cluster: LocalCluster) -> None:
@@ -106,7 +116,7 @@ def _agree_on_leader(c: LocalCluster) -> dict[int, dict[str, object]] | None:
 def test_writes_on_a_follower_commit_and_apply_on_all(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     follower = next(i for i in cluster.nodes if i != leader)
-    keys = [f"key-{i}" for i in range(50)]
+    keys = list(range(1, 51))
     indexes = write_many(cluster, follower, keys)
     top = max(indexes.values())
     cluster.wait_for("every node to apply the writes", lambda: applied_everywhere(cluster, top))
@@ -116,16 +126,16 @@ def test_writes_on_a_follower_commit_and_apply_on_all(cluster: LocalCluster) -> 
 
 def test_kill_9_of_leader_elects_new_leader_and_keeps_acknowledged_writes(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
-    keys = [f"before-{i}" for i in range(100)]
+    keys = list(range(100, 200))
     write_many(cluster, leader, keys)
     cluster.kill(leader, signal.SIGKILL)
     new_leader = cluster.wait_for("a new leader", lambda: _other_leader(cluster, leader))
-    write_many(cluster, new_leader, ["after-kill"])
-    assert_all_present(cluster, new_leader, [*keys, "after-kill"])
+    write_many(cluster, new_leader, [200])
+    assert_all_present(cluster, new_leader, [*keys, 200])
     cluster.start(leader)
     top = cluster.statuses()[new_leader]["commitIndex"]
     cluster.wait_for("the old leader to catch up", lambda: applied_everywhere(cluster, top))
-    assert_all_present(cluster, leader, [*keys, "after-kill"])
+    assert_all_present(cluster, leader, [*keys, 200])
 
 
 def _other_leader(c: LocalCluster, old: int) -> int | None:
@@ -135,7 +145,7 @@ def _other_leader(c: LocalCluster, old: int) -> int | None:
 
 def test_all_nodes_killed_and_restarted_keep_every_acknowledged_write(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
-    keys = [f"durable-{i}" for i in range(100)]
+    keys = list(range(300, 400))
     write_many(cluster, leader, keys)
     cluster.stop_all(signal.SIGKILL)
     cluster.start_all()
@@ -147,18 +157,18 @@ def test_truncated_and_corrupted_log_tails_are_recovered(cluster: LocalCluster) 
     """Each damaged node is a minority: Raft can only repair a disk that loses acknowledged
     entries while a majority still holds them (two damaged voters could elect each other)."""
     leader = cluster.wait_for_leader()
-    keys: list[str] = []
+    keys: list[int] = []
     for round_, (victim, damage) in enumerate(
         zip(_followers(cluster, leader), (_truncate, _flip_last_byte), strict=True)
     ):
-        batch = [f"tail-{round_}-{i}" for i in range(60)]
+        batch = list(range(1000 * (round_ + 1), 1000 * (round_ + 1) + 60))
         write_many(cluster, leader, batch)
         keys += batch
         cluster.kill(victim, signal.SIGKILL)
         damage(cluster.nodes[victim].data_dir / "log")
         cluster.start(victim)
-        write_many(cluster, leader, [f"after-repair-{round_}"])
-        keys.append(f"after-repair-{round_}")
+        write_many(cluster, leader, [1000 * (round_ + 1) + 999])
+        keys.append(1000 * (round_ + 1) + 999)
         top = cluster.statuses()[leader]["commitIndex"]
         cluster.wait_for("the repaired node to catch up", lambda t=top: applied_everywhere(cluster, t))
         assert_all_present(cluster, victim, keys)
@@ -202,7 +212,7 @@ SLOW_ELECTIONS = ["--election-timeout-ms", "1500", "--heartbeat-ms", "50"]
 @pytest.mark.parametrize("cluster", [SLOW_ELECTIONS], indirect=True)
 def test_stranger_sending_garbage_to_raft_port_changes_nothing(cluster: LocalCluster, garbage: bytes) -> None:
     leader = cluster.wait_for_leader()
-    write_many(cluster, leader, ["k0"])
+    write_many(cluster, leader, [1])
     before = cluster.statuses()
     for node in cluster.nodes.values():
         with socket.create_connection(("127.0.0.1", node.raft_port), timeout=5) as s:
@@ -218,5 +228,5 @@ def test_stranger_sending_garbage_to_raft_port_changes_nothing(cluster: LocalClu
     assert {i: (s["term"], s["leaderId"]) for i, s in after.items()} == {
         i: (s["term"], s["leaderId"]) for i, s in before.items()
     }
-    write_many(cluster, leader, ["k1"])
-    assert_all_present(cluster, leader, ["k0", "k1"])
+    write_many(cluster, leader, [2])
+    assert_all_present(cluster, leader, [1, 2])
