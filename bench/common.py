@@ -48,6 +48,7 @@ class RunResult:
     committed: int
     seconds: float
     histogram: HdrHistogram = field(default_factory=new_histogram)
+    new_terms: int | None = None  # elections during the run (pyraft only), from the terms before/after
 
     @property
     def rate(self) -> float:
@@ -65,6 +66,7 @@ class RunResult:
             "p99_ms": round(self.percentile_ms(99), 3),
             "p999_ms": round(self.percentile_ms(99.9), 3),
             "histogram": self.histogram.encode().decode() if self.committed else "",
+            "new_terms": self.new_terms,
         }
 
 

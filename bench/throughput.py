@@ -135,7 +135,14 @@ class PyraftSystem:
         first = self.cluster.nodes[leader]
         addresses = [("127.0.0.1", first.raft_port)]
         addresses += [a for a in self.cluster.raft_addresses if a != addresses[0]]
-        return trio.run(drive_pyraft, addresses, conc, seconds, warmup, self.ids)
+        before = self.term()
+        result = trio.run(drive_pyraft, addresses, conc, seconds, warmup, self.ids)
+        result.new_terms = self.term() - before
+        return result
+
+    def term(self) -> int:
+        assert self.cluster is not None
+        return max((int(s["term"]) for s in self.cluster.statuses().values()), default=0)
 
     def stop(self) -> None:
         if self.cluster is not None:
@@ -234,7 +241,8 @@ def run_benchmark(
                 for system in started:
                     r = system.measure(conc, seconds, warmup)
                     raw[system.name][conc].append(r)
-                    progress.step(f"run {run + 1} {system.name} conc {conc}: {r.rate:.0f}/s")
+                    terms = f", {r.new_terms} new term(s)" if r.new_terms else ""
+                    progress.step(f"run {run + 1} {system.name} conc {conc}: {r.rate:.0f}/s{terms}")
     finally:
         for system in started:
             system.stop()
@@ -267,6 +275,7 @@ def build_results(
                 "p99_ms": summarize([r.percentile_ms(99) for r in rs]),
                 "p999_ms": summarize([r.percentile_ms(99.9) for r in rs]),
                 "runs": [r.to_json() | {"histogram": ""} for r in rs],
+                "new_terms": [r.new_terms for r in rs],
                 "merged_histogram": merged.encode().decode() if merged.get_total_count() else "",
             }
         results["systems"][name] = rows

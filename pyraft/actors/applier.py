@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -17,6 +18,11 @@ from pyraft.core.messages import Entry, EntryKind
 from pyraft.statemachine import StateMachine
 
 RECENT_RESULTS = 4096  # results kept for a proposer that learns its index after the apply
+# The applier shares the trio thread with the raft loop: a long run of applies
+# (a state machine costs ~50-100 us per entry, a burst can hold thousands) would
+# hold back heartbeats and votes, and on a loaded machine long enough for the
+# followers' election timers to fire. So it yields after this much work.
+APPLY_SLICE_SECONDS = 0.002
 
 
 @dataclass(slots=True)
@@ -48,9 +54,15 @@ class Applier:
         self._order = itertools.count()
 
     async def run(self, committed: trio.MemoryReceiveChannel[list[Entry]]) -> None:
+        clock = time.perf_counter
         async for batch in committed:
+            yield_at = clock() + APPLY_SLICE_SECONDS
             for entry in batch:
                 self._apply(entry)
+                if clock() >= yield_at:
+                    self._wake_index_waiters()
+                    await trio.lowlevel.checkpoint()
+                    yield_at = clock() + APPLY_SLICE_SECONDS
             self._wake_index_waiters()
             await trio.lowlevel.checkpoint()
 
