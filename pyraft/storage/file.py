@@ -19,7 +19,9 @@ Layout of ``data_dir``:
 A crash can leave a torn or garbled tail on the log (the last write was not
 fully on disk). ``load()`` cuts the log at the first record it cannot trust and
 reports what it cut; such a tail was never acknowledged, because ``append()``
-returns only after fsync.
+returns only after fsync. A log cut inside its own header (which we only ever
+create whole) is rewritten as empty and reported; any other bad header means
+the file may not be ours, and ``load()`` raises ``StorageCorrupt`` untouched.
 
 All integers are little-endian.
 """
