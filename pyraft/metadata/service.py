@@ -18,6 +18,9 @@ Failure semantics, which the HTTP layer turns into 503 + ``Retry-After``:
   remembers applied keys and answers a repeat with the first outcome.
 - ``timeout``: a read (or a write's preparatory read) found no quorum in time;
   nothing changed.
+
+Test-only: ``PYRAFT_UNSAFE_ACK_BEFORE_COMMIT=1`` in a node's environment breaks all of
+this on purpose (writes answered before they commit), for the fault suite's self-test.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -53,6 +57,18 @@ BOOTSTRAP_KEY = "pyraft:bootstrap:metadata.version"
 # A UUID no topic is ever given (topic ids are uuid4): a keyed retry whose target is gone still
 # goes through the log, so the store can answer it with the first attempt's remembered outcome.
 NIL_UUID = "00000000-0000-0000-0000-000000000000"
+
+
+# TEST-ONLY, UNSAFE: when this environment variable is "1", every write is answered with a
+# made-up success *before* it is committed (its proposal runs on in the background, and may
+# fail or be lost). It exists so the fault-injection suite (pyraft.testing) can prove that
+# its checkers catch acknowledged writes that are lost or not linearizable. Never set it
+# anywhere else: a node in this mode lies to its clients. Logged loudly at startup.
+UNSAFE_ACK_ENV = "PYRAFT_UNSAFE_ACK_BEFORE_COMMIT"
+
+
+def unsafe_ack_before_commit() -> bool:
+    return os.environ.get(UNSAFE_ACK_ENV) == "1"
 
 
 class ServiceError(Exception):
@@ -96,6 +112,14 @@ class MetadataService:
         self.store = store
         self.timeout = timeout
         self.events = events
+        self.unsafe_ack = unsafe_ack_before_commit()
+        if self.unsafe_ack:
+            log.critical(
+                "node %d: %s=1: TEST-ONLY BROKEN MODE, writes are acknowledged BEFORE they are "
+                "committed and may be lost; never run this outside the fault-injection suite",
+                node.node_id,
+                UNSAFE_ACK_ENV,
+            )
 
     # ------------------------------------------------------------------ reads
 
@@ -230,6 +254,8 @@ class MetadataService:
         first outcome, while the same key sent with a different request is a
         different request, never answered with another operation's result."""
         data = encode_command(MetadataCommand(record, scoped_key(key, request)))
+        if self.unsafe_ack:
+            return self._ack_before_commit(record, data)
         with self._deadline(proposed=True, key=key):
             try:
                 applied = await self.node.propose(data)
@@ -238,6 +264,19 @@ class MetadataService:
         outcome = decode_outcome(applied.result)
         self._note_write(record, outcome, key)
         return outcome
+
+    def _ack_before_commit(self, record: Record, data: bytes) -> Outcome:
+        """The broken mode (see ``UNSAFE_ACK_ENV``): propose in the background, claim success now."""
+
+        async def propose_in_background() -> None:
+            try:
+                with trio.move_on_after(self.timeout):
+                    await self.node.propose(data)
+            except Exception as exc:  # a system task must not raise; the lie is already told
+                log.warning("unsafe early-acknowledged write did not commit: %r", exc)
+
+        trio.lowlevel.spawn_system_task(propose_in_background)
+        return Outcome(build.OK, {**record.to_json(), "unsafeAckBeforeCommit": True}, 0)
 
     def _note_write(self, record: Record, outcome: Outcome, key: str | None) -> None:
         if self.events is not None:

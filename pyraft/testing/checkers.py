@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,11 +25,13 @@ from pyraft.testing.linearizability import (
 )
 
 __all__ = [
+    "DurabilityResult",
     "KeyResult",
     "LinearizabilityResult",
     "LogResult",
     "SetResult",
     "Verdict",
+    "check_durable",
     "check_log",
     "check_register",
     "check_registers",
@@ -148,18 +150,29 @@ class LogResult:
         return text + "".join(f"\n  {p.render()}" for p in self.problems[:50])
 
 
-def check_log(logs: Mapping[int, Sequence[tuple[int, Hashable]]]) -> LogResult:
-    """``logs`` maps a node to its committed log as (offset, record id) pairs in its order.
+def check_log(
+    logs: Mapping[int, Sequence[tuple[int, Hashable]]],
+    *,
+    dense: bool = True,
+    identity: Callable[[Hashable], Hashable | None] | None = None,
+) -> LogResult:
+    """``logs`` maps a node to its committed log as (offset, record) pairs in its order.
 
     Each log must have consecutive offsets from a common base (no gaps), no record twice, and
     be a prefix of the longest log: committed entries never differ between nodes (Raft's State
     Machine Safety, seen from outside). Empty logs are trivially prefixes.
+
+    ``dense=False`` is for logs that show only some entries (pyraft's ``/metadata_fetch/``
+    omits commands the store rejected): offsets must then strictly increase, and a hole that
+    one node has and another does not still shows up as a prefix mismatch. ``identity`` maps
+    a record to what makes it unique (say its UUID), or None for records that may repeat (a
+    no-op); without it the whole record is its identity.
     """
     problems: list[LogProblem] = []
     starts = {entries[0][0] for entries in logs.values() if entries}
     base = min(starts) if starts else 0
     for node, entries in sorted(logs.items()):
-        problems += _gaps_and_duplicates(node, entries, base)
+        problems += _gaps_and_duplicates(node, entries, base if dense else None, identity)
     longest_node = max(logs, key=lambda n: len(logs[n]), default=None)
     longest = list(logs[longest_node]) if longest_node is not None else []
     for node, entries in sorted(logs.items()):
@@ -169,18 +182,30 @@ def check_log(logs: Mapping[int, Sequence[tuple[int, Hashable]]]) -> LogResult:
     return LogResult(verdict, len(longest), lengths, tuple(problems))
 
 
-def _gaps_and_duplicates(node: int, entries: Sequence[tuple[int, Hashable]], base: int) -> list[LogProblem]:
+def _gaps_and_duplicates(
+    node: int,
+    entries: Sequence[tuple[int, Hashable]],
+    base: int | None,
+    identity: Callable[[Hashable], Hashable | None] | None,
+) -> list[LogProblem]:
     problems = []
     seen: dict[Hashable, int] = {}
     expected = base
+    previous: int | None = None
     for offset, record in entries:
-        if offset != expected:
+        if expected is not None and offset != expected:
             kind = "gap" if offset > expected else "offset repeated or out of order"
             problems.append(LogProblem(node, offset, f"{kind}: expected offset {expected}"))
-        if record in seen:
-            problems.append(LogProblem(node, offset, f"record {record!r} duplicates offset {seen[record]}"))
-        seen.setdefault(record, offset)
-        expected = offset + 1
+        if expected is None and previous is not None and offset <= previous:
+            problems.append(LogProblem(node, offset, f"offset repeated or out of order after {previous}"))
+        ident = record if identity is None else identity(record)
+        if ident is not None:
+            if ident in seen:
+                problems.append(LogProblem(node, offset, f"record {ident!r} duplicates offset {seen[ident]}"))
+            seen.setdefault(ident, offset)
+        previous = offset
+        if expected is not None:
+            expected = offset + 1
     return problems
 
 
@@ -199,3 +224,47 @@ def _prefix_problems(
 
 def _show(entry: tuple[int, Any]) -> str:
     return json.dumps(entry[1], default=repr)
+
+
+# ------------------------------------------------------------------ durability
+
+
+@dataclass(frozen=True)
+class DurabilityResult:
+    """Acknowledged writes checked against what each node's final log holds."""
+
+    verdict: Verdict
+    acknowledged: int
+    missing: dict[int, tuple[str, ...]] = field(default_factory=dict)  # node -> "key=value" lost there
+    reason: str = ""
+
+    def render(self) -> str:
+        text = f"durability: {self.verdict.value} ({self.acknowledged} acknowledged writes)"
+        if self.reason:
+            text += f": {self.reason}"
+        for node, lost in sorted(self.missing.items()):
+            text += f"\n  node {node} lost {len(lost)}: {', '.join(lost[:20])}"
+        return text
+
+
+def check_durable(
+    history: Iterable[Event] | Sequence[Operation],
+    witnessed: Mapping[int, set[tuple[str, str]]],
+    keys: Callable[[str], bool],
+) -> DurabilityResult:
+    """No acknowledged write lost: every ok ``write``/``add`` of a key that ``keys`` selects must be
+    in every node's final log. ``witnessed`` maps a node to the (key, canonical value) pairs its
+    log holds. Without any node's log the verdict is ``unknown``."""
+    acked = {
+        (op.key, canonical(op.value))
+        for op in _operations(history)
+        if op.type == "ok" and op.f in ("write", "add") and keys(op.key)
+    }
+    if not witnessed:
+        return DurabilityResult(Verdict.UNKNOWN, len(acked), reason="no node's log was read")
+    missing = {
+        node: tuple(sorted(f"{k}={v}" for k, v in acked - held))
+        for node, held in sorted(witnessed.items())
+        if acked - held
+    }
+    return DurabilityResult(Verdict.VIOLATION if missing else Verdict.OK, len(acked), missing)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,7 @@ class FaultCluster:
     size: int
     node_args: list[str] = field(default_factory=list)
     seed: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # added to every node's environment
     nodes: dict[int, Node] = field(default_factory=dict)
     network: ProxyNetwork = field(init=False)
     nemesis_log: list[dict[str, Any]] = field(default_factory=list)
@@ -142,7 +144,12 @@ class FaultCluster:
             return
         self.root.mkdir(parents=True, exist_ok=True)
         with node.log_path.open("ab") as log:
-            node.proc = subprocess.Popen(self.command(node_id), stdout=log, stderr=subprocess.STDOUT)
+            node.proc = subprocess.Popen(
+                self.command(node_id),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env} if self.env else None,
+            )
         node.paused = False
         _LIVE.add(node.proc)
 
@@ -334,10 +341,16 @@ def _action_dict(action: Action) -> dict[str, Any]:
 
 @asynccontextmanager
 async def open_cluster(
-    root: Path, size: int = 3, node_args: Sequence[str] = (), *, seed: int = 0, start: bool = True
+    root: Path,
+    size: int = 3,
+    node_args: Sequence[str] = (),
+    *,
+    seed: int = 0,
+    start: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[FaultCluster]:
     """Proxies up, then nodes started; on exit, everything healed and every process killed."""
-    cluster = FaultCluster(root, size, list(node_args), seed)
+    cluster = FaultCluster(root, size, list(node_args), seed, dict(env or {}))
     try:
         async with trio.open_nursery() as nursery:
             try:

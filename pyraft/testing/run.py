@@ -33,6 +33,7 @@ class RunConfig:
     time: float = 60.0
     faults: tuple[str, ...] = FAULTS
     node_args: tuple[str, ...] = ()
+    node_env: tuple[tuple[str, str], ...] = ()  # extra environment for every node process
     nemesis: NemesisOptions | None = None  # overrides ``faults`` with full timing options
 
     @property
@@ -75,9 +76,11 @@ async def run(config: RunConfig, workloads: Sequence[Workload]) -> RunReport:
     ids = ProcessIds()
     with HistoryRecorder(folder / "history.jsonl") as recorder:
         async with open_cluster(
-            folder / "cluster", config.nodes, config.node_args, seed=config.seed
+            folder / "cluster", config.nodes, config.node_args, seed=config.seed, env=dict(config.node_env)
         ) as cluster:
             await cluster.wait_healthy(SETTLE_TIMEOUT)
+            for workload in workloads:
+                await workload.setup(cluster, recorder, ids)
             start = trio.current_time()
             await _faults_and_clients(cluster, schedule, workloads, recorder, ids, start + config.time)
             await _heal_and_restart_everything(cluster)

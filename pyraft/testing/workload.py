@@ -1,8 +1,10 @@
-"""The seam for client workloads (registers, set, log), which need the REST API.
+"""The seam for client workloads (registers, set, log: see :mod:`pyraft.testing.workloads`).
 
 A workload owns its clients and its checker; the runner (:mod:`pyraft.testing.run`)
 owns the cluster, the nemesis, the clock and the history file. The contract:
 
+* :meth:`Workload.setup` runs once on the healthy cluster before any fault (e.g. registering
+  the brokers whose hosts the clients then overwrite), recording what it does.
 * :meth:`Workload.client` runs one client until ``stop_at`` (a ``trio.current_time()``),
   recording every operation through ``recorder`` as invoke then exactly one of
   ok / fail / info, with a timeout per request. After an ``info`` it must take a fresh
@@ -45,6 +47,8 @@ class CheckOutcome(Protocol):
 class Workload(Protocol):
     name: str
     clients: int  # how many concurrent clients the runner starts
+
+    async def setup(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None: ...
 
     async def client(
         self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds, stop_at: float

@@ -33,6 +33,9 @@ class LocalRegister:
         self.value: int | None = None
         self.rng = random.Random(5)
 
+    async def setup(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
+        return None
+
     async def client(
         self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds, stop_at: float
     ) -> None:

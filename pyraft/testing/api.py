@@ -1,0 +1,125 @@
+"""A minimal HTTP/1.1 client for the metadata REST API, and how its answers map onto history outcomes.
+
+One TCP connection per request (``Connection: close``): no pool, no hidden retry, so
+each recorded operation is exactly one request the server may or may not have seen.
+Every request runs under a deadline; the caller learns which of three things happened:
+
+``ok``
+    a 2xx answer: the operation took effect (a write is committed and applied).
+``fail``
+    the operation definitely did not take effect: the connection was refused before
+    a byte was sent, a 4xx answer, or a 503 whose error code says nothing changed
+    (``no_leader``, ``not_applied``, ``timeout``, ``leader_changed``; see
+    :mod:`pyraft.metadata.service`).
+``info``
+    unknown: a timeout, a connection broken after the request was sent, a 503
+    ``outcome_unknown`` (or any error code we do not know to be harmless), a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import trio
+
+HOST: Final = "127.0.0.1"
+# 503 error codes that mean the service changed nothing (pyraft.metadata.service).
+NOTHING_CHANGED: Final = frozenset({"no_leader", "not_applied", "timeout", "leader_changed"})
+
+Outcome = Literal["ok", "fail", "info"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What one request came to: ``status`` 0 when no HTTP answer arrived (see ``error``)."""
+
+    outcome: Outcome
+    status: int = 0
+    body: Any = None
+    error: str = ""
+
+    @property
+    def code(self) -> str:
+        """The ``error`` field of an error body, or ``error`` for transport failures."""
+        if isinstance(self.body, dict) and isinstance(self.body.get("error"), str):
+            return str(self.body["error"])
+        return self.error
+
+
+def classify(status: int, body: Any) -> Outcome:
+    """The history outcome of an HTTP answer (module docstring)."""
+    if 200 <= status < 300:
+        return "ok"
+    if 400 <= status < 500:
+        return "fail"
+    code = body.get("error") if isinstance(body, dict) else None
+    if status == 503 and code in NOTHING_CHANGED:
+        return "fail"
+    return "info"
+
+
+async def request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """One request to ``127.0.0.1:port`` under ``timeout`` seconds, classified (never raises on I/O)."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}", "Connection: close"]
+    if body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    raw = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+    sent = False
+    with trio.move_on_after(timeout):
+        try:
+            stream = await trio.open_tcp_stream(HOST, port)
+        except OSError as exc:
+            # Nothing was sent: the server cannot have acted on this request.
+            return Reply("fail", error=f"connect: {exc.strerror or exc}")
+        try:
+            async with stream:
+                sent = True
+                await stream.send_all(raw)
+                data = bytearray()
+                while chunk := await stream.receive_some():
+                    data += chunk
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            return Reply("info", error=f"connection broken: {exc}")
+        return _parse(bytes(data))
+    if not sent:  # timed out while connecting: nothing reached the server
+        return Reply("fail", error=f"could not connect within {timeout:g}s")
+    return Reply("info", error=f"no answer within {timeout:g}s")
+
+
+def _parse(data: bytes) -> Reply:
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[1].isdigit():
+        return Reply("info", error=f"no HTTP answer: {data[:80]!r}")
+    status = int(status_line[1])
+    if b"transfer-encoding: chunked" in head.lower():
+        payload = _dechunk(payload)
+    try:
+        body = json.loads(payload) if payload else None
+    except ValueError:
+        body = payload.decode(errors="replace")
+    return Reply(classify(status, body), status, body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, rest = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)
