@@ -69,6 +69,11 @@ class LocalCluster:
         return ",".join(f"{n.node_id}@127.0.0.1:{n.raft_port}" for n in self.nodes.values())
 
     @property
+    def peer_http(self) -> str:
+        """Every node's HTTP address, so each can point the dashboard and /quorum at the others."""
+        return ",".join(f"{n.node_id}=127.0.0.1:{n.http_port}" for n in self.nodes.values())
+
+    @property
     def raft_addresses(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", n.raft_port) for n in self.nodes.values()]
 
@@ -87,6 +92,8 @@ class LocalCluster:
             self.voters,
             "--data-dir",
             str(node.data_dir),
+            "--peer-http",
+            self.peer_http,
             *self.extra_args,
         ]
         log = node.log_path.open("ab")
@@ -167,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"  node {node.node_id}: http://127.0.0.1:{node.http_port}/status  "
                 f"raft 127.0.0.1:{node.raft_port}  data {node.data_dir}  log {node.log_path}"
             )
+        print(f"Dashboard: http://127.0.0.1:{cluster.nodes[1].http_port}/  (any node serves it)")
         print("Ctrl-C stops the cluster.", flush=True)
         while True:
             time.sleep(3600)

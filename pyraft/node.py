@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +14,13 @@ import trio
 from pyraft.actors.node import RaftNode, Timing
 from pyraft.core.raft import Role
 from pyraft.http.app import build_app
+from pyraft.http.cluster import ClusterView
 from pyraft.http.server import serve_http
-from pyraft.metadata.events import EventLog, NodeWatcher
+from pyraft.logs import LOG_FORMATS, NodeContext, ObservedEventLog, configure_logging
+from pyraft.metadata.events import NodeWatcher
 from pyraft.metadata.service import DEFAULT_TIMEOUT, MetadataService
 from pyraft.metadata.store import MetadataStore
+from pyraft.metrics import MeteredRaftNode, NodeMetrics, ObservedTransport, PeerTracker, TimedStorage
 from pyraft.service import NodeClientHandler
 from pyraft.statemachine import KVStore
 from pyraft.storage.file import FileStorage
@@ -48,6 +50,19 @@ def parse_voters(text: str) -> list[Voter]:
     if len(set(ids)) != len(ids):
         raise argparse.ArgumentTypeError(f"duplicate voter ids in {text!r}")
     return voters
+
+
+def parse_peer_http(text: str) -> dict[int, str]:
+    """``2=127.0.0.1:8002,3=host:8003``: the HTTP address of other nodes, for /quorum and the dashboard."""
+    urls: dict[int, str] = {}
+    for item in text.split(","):
+        try:
+            node_id, address = item.strip().split("=", 1)
+            host, port = address.rsplit(":", 1)
+            urls[int(node_id)] = f"http://{host.strip()}:{int(port)}"
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad peer {item!r}: expected ID=HOST:PORT") from None
+    return urls
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TIMEOUT,
         help="seconds an HTTP request may wait for a leader and a quorum before it fails with 503",
     )
+    p.add_argument(
+        "--peer-http",
+        type=parse_peer_http,
+        default=None,
+        help="other nodes' HTTP addresses as ID=HOST:PORT,... (default: each voter's raft port - 1000, "
+        "the convention of the local cluster and of the examples)",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level")
+    p.add_argument(
+        "--log-format", choices=LOG_FORMATS, default="text", help="log lines as text or one JSON object each"
+    )
     return p
 
 
@@ -114,6 +139,14 @@ class NodeSettings:
     timing: Timing
     fsync: bool
     request_timeout: float = DEFAULT_TIMEOUT
+    peer_http: tuple[tuple[int, str], ...] = ()
+
+    def http_urls(self) -> dict[int, str]:
+        """Every voter's HTTP URL: ours, the given ones, else raft port - 1000 on the voter's host."""
+        urls = {v.node_id: f"http://{v.host}:{v.port - 1000}" for v in self.voters if v.port > 1000}
+        urls.update(dict(self.peer_http))
+        urls[self.node_id] = f"http://{self.host}:{self.http_port}"
+        return urls
 
 
 class NodeStateMachine:
@@ -185,32 +218,48 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         timing=timing,
         fsync=not args.no_fsync,
         request_timeout=args.request_timeout,
+        peer_http=tuple(sorted((args.peer_http or {}).items())),
     )
 
 
-async def run_node(settings: NodeSettings) -> None:
+async def run_node(settings: NodeSettings, context: NodeContext | None = None) -> None:
+    """Assemble the node from observed parts (metrics see its storage and transport) and serve."""
     storage = FileStorage(settings.data_dir, fsync=settings.fsync)
+    metrics = NodeMetrics()
+    tracker = PeerTracker()
     peers = {v.node_id: (v.host, v.port) for v in settings.voters if v.node_id != settings.node_id}
-    transport = TcpTransport(settings.node_id, settings.cluster_id, settings.host, settings.raft_port, peers)
+    tcp = TcpTransport(settings.node_id, settings.cluster_id, settings.host, settings.raft_port, peers)
     store = MetadataStore()
-    node = RaftNode(
+    node = MeteredRaftNode(
         settings.node_id,
         tuple(v.node_id for v in settings.voters),
-        storage,
-        transport,
+        TimedStorage(storage, metrics),
+        ObservedTransport(tcp, metrics, tracker),
         NodeStateMachine(store),
         timing=settings.timing,
     )
+    tracker.log_end = lambda: node.core.log.last_index
+    metrics.attach(node, tracker)
+    if context is not None:
+        context.node = node
     if node.recovery.reason:
         log.warning("recovered log: %s", node.recovery.reason)
-    events = EventLog()
+    events = ObservedEventLog(metrics)
     service = MetadataService(node, store, timeout=settings.request_timeout, events=events)
+    view = ClusterView(
+        settings.node_id,
+        settings.cluster_id,
+        {v.node_id: f"{v.host}:{v.port}" for v in settings.voters},
+        settings.http_urls(),
+        metrics,
+        tracker,
+    )
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run, NodeClientHandler(node))
             nursery.start_soon(NodeWatcher(node, events).run)
             nursery.start_soon(service.bootstrap_features)
-            app = build_app(node, service, events)
+            app = build_app(node, service, events, view)
             await nursery.start(serve_http, app, settings.host, settings.http_port)
             log.info(
                 "node %d serving: http %s:%d, raft %s:%d, data %s",
@@ -252,13 +301,10 @@ async def step_down(node: RaftNode) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    context = NodeContext(args.id)
+    configure_logging(args.log_level, args.log_format, context)
     settings = settings_from_args(args)
-    trio.run(run_node, settings)
+    trio.run(run_node, settings, context)
 
 
 if __name__ == "__main__":

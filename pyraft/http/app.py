@@ -1,42 +1,85 @@
 """The node's HTTP surface: a Starlette app served by hypercorn's trio worker in the node's event loop.
 
-``build_app(node)`` alone serves the engine's ``/status``; with a
-``MetadataService`` it serves the whole metadata API, ``/events``, the OpenAPI
-document and its HTML rendering. Every answer is a JSON object, errors
+``build_app(node)`` alone serves the engine's ``/status``, the operator
+endpoints (``/quorum``, ``/livez``, ``/readyz``, ``/metrics``, ``/cluster``,
+``/leader/transfer``) and the dashboard at ``/``; with a ``MetadataService`` it
+serves the whole metadata API and ``/events`` too, and always the OpenAPI
+document and its HTML rendering. Every JSON answer is an object, errors
 included (unknown paths and methods too), so clients never parse bare strings.
+Every operation's handling time is observed under its route template; CORS is
+open so the dashboard served by one node can poll the others.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 import pyraft
 from pyraft.actors.node import RaftNode
+from pyraft.http.cluster import ClusterView, default_view
 from pyraft.http.docs import render_docs
 from pyraft.http.openapi import build_openapi
-from pyraft.http.operations import Operation, Reply, error_response
+from pyraft.http.operations import Handler, Operation, Reply, error_response, guarded
+from pyraft.http.routes_dashboard import dashboard_operations
 from pyraft.http.routes_metadata import metadata_operations
 from pyraft.http.routes_node import node_operations
+from pyraft.http.routes_operator import operator_operations
 from pyraft.metadata.events import EventLog
 from pyraft.metadata.service import MetadataService
+from pyraft.metrics import NodeMetrics
 
 HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def build_app(
-    node: RaftNode, service: MetadataService | None = None, events: EventLog | None = None
+    node: RaftNode,
+    service: MetadataService | None = None,
+    events: EventLog | None = None,
+    view: ClusterView | None = None,
 ) -> Starlette:
+    """``view`` carries addresses and metrics; without one, a view of this node alone is made."""
     events = events if events is not None else (service.events if service is not None else None) or EventLog()
-    operations = node_operations(node, events)
+    view = view if view is not None else default_view(node)
+    operations = node_operations(node, events) + operator_operations(node, view)
     if service is not None:
         operations += metadata_operations(service)
+    operations += dashboard_operations()
     operations += _document_operations(operations)
-    routes: list[Route] = [route for op in operations for route in op.routes()]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    timed = [dataclasses.replace(op, handler=_timed(op, view.metrics)) for op in operations]
+    routes: list[Route] = [route for op in timed for route in op.routes()]
+    cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "DELETE"])
+    return Starlette(
+        routes=routes,
+        middleware=[cors],
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+    )
+
+
+def _timed(op: Operation, metrics: NodeMetrics) -> Handler:
+    """The operation's handler, observed in the HTTP duration histogram under its route template."""
+    handler, method, route = guarded(op.handler), op.method, op.path  # errors answered, so counted
+    histogram = metrics.http
+
+    async def handle(request: Request) -> Response:
+        started = time.perf_counter()
+        code = "500"
+        try:
+            response = await handler(request)
+            code = str(response.status_code)
+            return response
+        finally:
+            histogram.labels(method, route, code).observe(time.perf_counter() - started)
+
+    return handle
 
 
 def _document_operations(operations: list[Operation]) -> list[Operation]:

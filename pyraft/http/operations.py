@@ -73,10 +73,10 @@ class Operation:
     def routes(self) -> list[Route]:
         """The operation at its path with and without the trailing slash."""
         other = self.path[:-1] if self.path.endswith("/") else self.path + "/"
+        paths = [p for p in (self.path, other) if p]  # "/" has no form without its slash
         endpoint = guarded(self.handler)
         return [
-            Route(p, endpoint, methods=[self.method], name=f"{self.name}{i}")
-            for i, p in enumerate((self.path, other))
+            Route(p, endpoint, methods=[self.method], name=f"{self.name}{i}") for i, p in enumerate(paths)
         ]
 
 
