@@ -9,6 +9,7 @@ Node logs and data directories stay under ``cluster/`` for post-mortems.
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class RunReport:
     counts: dict[str, int] = field(default_factory=dict)
     verdicts: dict[str, str] = field(default_factory=dict)
     details: list[str] = field(default_factory=list)
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)  # workload -> why not ok -> count
 
     @property
     def valid(self) -> bool:
@@ -58,6 +60,7 @@ class RunReport:
             f"seed {self.seed}: {self.folder}",
             f"operations: {self.counts}",
             f"verdicts: {self.verdicts}",
+            *(f"{name} not ok: {dict(sorted(why.items()))}" for name, why in self.reasons.items() if why),
         ]
         return "\n".join(lines + self.details)
 
@@ -65,7 +68,9 @@ class RunReport:
 async def run(config: RunConfig, workloads: Sequence[Workload]) -> RunReport:
     """The whole run; the nemesis schedule depends only on (seed, nodes, time, faults)."""
     folder = config.folder
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists():  # a replay of the same seed: old data directories and history must not leak in
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
     options = config.nemesis or NemesisOptions(faults=config.faults)
     schedule = generate_schedule(config.seed, config.nodes, config.time, options)
     schedule.save(folder / "nemesis.json")
@@ -122,12 +127,17 @@ def _check(folder: Path, seed: int, workloads: Sequence[Workload], recorder: His
     ops = pair_operations(recorder.events)
     report = RunReport(folder, seed, dict(Counter(op.type for op in ops)))
     report.counts["total"] = len(ops)
+    report.counts.update(sorted(Counter(f"{op.f}:{op.type}" for op in ops).items()))
     for workload in workloads:
+        reasons = getattr(workload, "reasons", None)
+        if reasons:
+            report.reasons[workload.name] = dict(reasons)
         for name, outcome in workload.check(recorder.events).items():
             report.verdicts[f"{workload.name}/{name}"] = outcome.verdict.value
             if outcome.verdict is not Verdict.OK:
                 report.details.append(outcome.render())
-    (folder / "verdicts.json").write_text(json.dumps(report.verdicts, indent=1, sort_keys=True) + "\n")
+    verdicts = {"verdicts": report.verdicts, "operations": report.counts, "not_ok": report.reasons}
+    (folder / "verdicts.json").write_text(json.dumps(verdicts, indent=1, sort_keys=True) + "\n")
     return report
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,8 +73,15 @@ def _ports(cluster: FaultCluster) -> list[int]:
 class _Client:
     """One logical client: a process id, a random source, and the run's recorder."""
 
-    def __init__(self, recorder: HistoryRecorder, ids: ProcessIds, rng: random.Random) -> None:
+    def __init__(
+        self,
+        recorder: HistoryRecorder,
+        ids: ProcessIds,
+        rng: random.Random,
+        reasons: Counter[str] | None = None,
+    ) -> None:
         self.recorder = recorder
+        self.reasons: Counter[str] = Counter() if reasons is None else reasons
         self.ids = ids
         self.rng = rng
         self.process = ids.fresh()
@@ -100,6 +108,8 @@ class _Client:
         else:
             completed = value
         self.recorder.record(self.process, reply.outcome, f, key, completed)
+        if reply.outcome != "ok":
+            self.reasons[f"{f} {reply.outcome} {reply.status or ''} {reply.code}".replace("  ", " ")] += 1
         if reply.outcome == "info":
             self.process = self.ids.fresh()  # the old request may still be in flight
         return reply
@@ -122,6 +132,7 @@ class RegisterWorkload:
     seed: int = 0
     options: ClientOptions = field(default_factory=ClientOptions)
     name: str = "registers"
+    reasons: Counter[str] = field(default_factory=Counter)  # why operations were not ok
 
     def _change(self, port: int, broker_id: int, host: str) -> Callable[[], Any]:
         body = {
@@ -140,7 +151,7 @@ class RegisterWorkload:
 
     async def setup(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Register brokers 1..n (each a first write of its key), trying until each is acknowledged."""
-        client = _Client(recorder, ids, random.Random(self.seed))
+        client = _Client(recorder, ids, random.Random(self.seed), self.reasons)
         deadline = trio.current_time() + FINAL_TIMEOUT
         for broker_id in range(1, self.brokers + 1):
             host = f"init-{broker_id}"
@@ -169,7 +180,7 @@ class RegisterWorkload:
     async def client(
         self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds, stop_at: float
     ) -> None:
-        client = _Client(recorder, ids, random.Random(f"{self.seed}-{ids.fresh()}"))
+        client = _Client(recorder, ids, random.Random(f"{self.seed}-{ids.fresh()}"), self.reasons)
         ports = _ports(cluster)
         while trio.current_time() < stop_at:
             broker_id = client.rng.randint(1, self.brokers)
@@ -185,7 +196,7 @@ class RegisterWorkload:
 
     async def final(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Every node reads every broker (linearizable) once it answers."""
-        client = _Client(recorder, ids, random.Random(self.seed))
+        client = _Client(recorder, ids, random.Random(self.seed), self.reasons)
         for port in _ports(cluster):
             for broker_id in range(1, self.brokers + 1):
                 await _until_ok(
@@ -226,6 +237,7 @@ class SetWorkload:
     seed: int = 0
     options: ClientOptions = field(default_factory=ClientOptions)
     name: str = "set"
+    reasons: Counter[str] = field(default_factory=Counter)
 
     async def setup(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         return None
@@ -233,7 +245,7 @@ class SetWorkload:
     async def client(
         self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds, stop_at: float
     ) -> None:
-        client = _Client(recorder, ids, random.Random(f"set-{self.seed}-{ids.fresh()}"))
+        client = _Client(recorder, ids, random.Random(f"set-{self.seed}-{ids.fresh()}"), self.reasons)
         ports = _ports(cluster)
         while trio.current_time() < stop_at:
             name = client.unique("t")
@@ -251,7 +263,7 @@ class SetWorkload:
 
     async def final(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Every node lists the topics; the checker judges the last list read."""
-        client = _Client(recorder, ids, random.Random(self.seed))
+        client = _Client(recorder, ids, random.Random(self.seed), self.reasons)
         for port in _ports(cluster):
             await _until_ok(
                 lambda port=port: client.perform(  # type: ignore[misc]
