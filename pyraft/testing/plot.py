@@ -60,3 +60,24 @@ def plot_latency(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def replot(folder: Path) -> Path:
+    """Draw ``latency.png`` of a run folder again from its history, schedule and ``run.json``."""
+    import json
+
+    from pyraft.testing.history import load_history, pair_operations
+    from pyraft.testing.nemesis import Schedule
+
+    ops = pair_operations(load_history(folder / "history.jsonl"))
+    start_ns = json.loads((folder / "run.json").read_text())["start_ns"]
+    path = folder / "latency.png"
+    plot_latency(ops, Schedule.load(folder / "nemesis.json").windows(), path, int(start_ns))
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:]:
+        print(replot(Path(name)))

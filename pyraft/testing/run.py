@@ -18,7 +18,7 @@ from pathlib import Path
 import trio
 
 from pyraft.testing.harness import FaultCluster, open_cluster
-from pyraft.testing.history import HistoryRecorder, pair_operations
+from pyraft.testing.history import HistoryRecorder, monotonic_ns, pair_operations
 from pyraft.testing.linearizability import Verdict
 from pyraft.testing.nemesis import FAULTS, NemesisOptions, Schedule, generate_schedule
 from pyraft.testing.workload import ProcessIds, Workload
@@ -86,7 +86,10 @@ async def run(config: RunConfig, workloads: Sequence[Workload]) -> RunReport:
             await cluster.wait_healthy(SETTLE_TIMEOUT)
             for workload in workloads:
                 await workload.setup(cluster, recorder, ids)
-            start = trio.current_time()
+            start, start_ns = trio.current_time(), monotonic_ns()  # trio's clock has its own offset
+            (folder / "run.json").write_text(
+                json.dumps({"start_ns": start_ns, **_config_dict(config)}) + "\n"
+            )
             await _faults_and_clients(cluster, schedule, workloads, recorder, ids, start + config.time)
             await _heal_and_restart_everything(cluster)
             for workload in workloads:
@@ -94,7 +97,7 @@ async def run(config: RunConfig, workloads: Sequence[Workload]) -> RunReport:
             nemesis_log = cluster.nemesis_log
     report = _check(folder, config.seed, workloads, recorder)
     (folder / "nemesis-log.json").write_text(json.dumps(nemesis_log, indent=1) + "\n")
-    _plot(folder, recorder, schedule, start_ns=int(start * 1e9))
+    _plot(folder, recorder, schedule, start_ns)
     (folder / "summary.txt").write_text(report.summary() + "\n")
     return report
 
@@ -147,3 +150,14 @@ def _plot(folder: Path, recorder: HistoryRecorder, schedule: Schedule, start_ns:
     except ImportError:  # matplotlib is optional: the run is still checked without its picture
         return
     plot_latency(pair_operations(recorder.events), schedule.windows(), folder / "latency.png", start_ns)
+
+
+def _config_dict(config: RunConfig) -> dict[str, object]:
+    return {
+        "seed": config.seed,
+        "nodes": config.nodes,
+        "time": config.time,
+        "faults": list(config.faults),
+        "node_args": list(config.node_args),
+        "node_env": dict(config.node_env),
+    }

@@ -9,7 +9,14 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pyraft.testing.checkers import Verdict, check_log, check_register, check_registers, check_set
+from pyraft.testing.checkers import (
+    Verdict,
+    check_durable,
+    check_log,
+    check_register,
+    check_registers,
+    check_set,
+)
 from pyraft.testing.history import Event, Operation, pair_operations
 from pyraft.testing.linearizability import ANY_STATE, cut_before, render_window, shrink_window
 
@@ -249,3 +256,42 @@ def test_log_gap_and_duplicate_record() -> None:
     whats = [p.what for p in result.problems]
     assert result.verdict is Verdict.VIOLATION
     assert any("gap" in w for w in whats) and any("duplicates" in w for w in whats)
+
+
+def test_sparse_log_allows_holes_but_not_disorder_and_duplicates_by_identity() -> None:
+    """``/metadata_fetch/`` skips rejected commands: holes are fine, order and uniqueness are not."""
+
+    def ident(record: object) -> object:
+        return None if record == "noop" else record
+
+    logs = {1: [(1, "noop"), (4, "a"), (9, "noop"), (12, "b")], 2: [(1, "noop"), (4, "a")]}
+    assert check_log(logs, dense=False, identity=ident).verdict is Verdict.OK
+    assert check_log(logs).verdict is Verdict.VIOLATION  # dense: the holes are gaps
+    bad = check_log({1: [(1, "a"), (5, "b"), (3, "c"), (7, "a")]}, dense=False, identity=ident)
+    whats = [p.what for p in bad.problems]
+    assert any("out of order" in w for w in whats) and any("duplicates offset 1" in w for w in whats)
+
+
+def test_durability_of_acknowledged_writes_per_node() -> None:
+    events = [
+        *(e for e in op(1, "write", "h1", 0, 1)),
+        *(e for e in op(2, "write", "h2", 2, 3, "info")),  # unknown: need not be anywhere
+        *(e for e in op(3, "write", "h3", 4, 5, "fail")),
+    ]
+    both = {1: {("x", '"h1"')}, 2: {("x", '"h1"'), ("x", '"h2"')}}
+    assert check_durable(events, both, lambda k: True).verdict is Verdict.OK
+    lost = check_durable(events, {1: set(), 2: {("x", '"h1"')}}, lambda k: True)
+    assert lost.verdict is Verdict.VIOLATION and lost.missing == {1: ('x="h1"',)}
+    assert "node 1 lost 1" in lost.render()
+    assert check_durable(events, {}, lambda k: True).verdict is Verdict.UNKNOWN
+
+
+def test_unread_info_writes_are_pruned_but_read_ones_count() -> None:
+    # 40 overlapping timed-out writes nobody read cannot hide a stale read, nor cost the search.
+    info = [e for p in range(40) for e in op(10 + p, "write", 100 + p, 0, 50, "info")]
+    stale = history(info, op(1, "write", 1, 1, 2), op(1, "write", 2, 3, 4), op(2, "read", 1, 5, 6))
+    found = check_register(stale, max_steps=100)
+    assert found.verdict is Verdict.VIOLATION and found.steps < 100
+    # A timed-out write that someone read must be placeable.
+    seen = history(op(1, "write", 1, 0, 1), op(2, "write", 2, 2, 3, "info"), op(3, "read", 2, 9, 10))
+    assert check_register(seen).verdict is Verdict.OK

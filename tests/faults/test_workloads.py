@@ -53,6 +53,10 @@ async def test_short_run_with_every_fault_on_three_nodes(tmp_path: Path) -> None
     logs = json.loads((folder / "logs.json").read_text())
     assert len(logs) == 3 and all(len(entries) > 20 for entries in logs.values())
     assert (folder / "latency.png").read_bytes()[:4] == b"\x89PNG"
+    # The plot's time axis starts when the clients do (history clock, not trio's).
+    start_ns = json.loads((folder / "run.json").read_text())["start_ns"]
+    first_client_op = min(op.invoke for op in ops if op.process != 0)
+    assert 0 <= first_client_op - start_ns < 1e9
     assert "seed 128" in (folder / "summary.txt").read_text()
 
 
