@@ -79,9 +79,8 @@ class Swarm:
     read_ratio: float
     max_fsync: int  # max time units an fsync takes
     torn_crash: float  # chance that each pending write still lands when its node crashes
-    strike_new_leader: (
-        float  # chance a fresh leader is crashed or cut off within a few ticks (Figure 8 hunting)
-    )
+    strike_new_leader: float  # chance a fresh leader is crashed or cut off within a few ticks
+    crash_on_commit: float  # chance a leader crashes right as it commits with its own tail not yet durable
     skew: int  # max ticks-period skew per node, in time units
 
     @staticmethod
@@ -97,6 +96,7 @@ class Swarm:
             max_fsync=rng.choice((2, 20, 60)),
             torn_crash=rng.choice((0.0, 0.5)),
             strike_new_leader=rng.choice((0.0, 0.0, 0.3, 0.7)),
+            crash_on_commit=rng.choice((0.0, 0.0, 0.05, 0.3)),
             skew=rng.choice((1, 1, 3)),
         )
 
@@ -589,6 +589,7 @@ class Cluster:
             entries = core.log.slice(node.commit_seen + 1, commit + 1)
             self.monitor.commit(node.node_id, core.term, entries, self._durable())
             node.commit_seen = commit
+            self._maybe_crash_after_commit(node, core)
 
     def _send(self, node: SimNode, messages: Sequence[Message]) -> None:
         for msg in messages:
@@ -651,13 +652,22 @@ class Cluster:
     def _maybe_strike(self, nid: int, term: int) -> None:
         """Sometimes hit a leader right after it wins, while its no-op is only partly replicated."""
         if not self.calm and self.rng.random() < self.swarm.strike_new_leader:
-            self.schedule(self.rng.randint(0, 3 * TICK), "strike", nid, term)
+            delay = 0 if self.rng.random() < 0.3 else self.rng.randint(1, 3 * TICK)
+            self.schedule(delay, "strike", nid, (term, self.rng.random() < 0.5))
+
+    def _maybe_crash_after_commit(self, node: SimNode, core: RaftCore) -> None:
+        """Sometimes crash a leader the moment it commits while its own newest entries are not durable."""
+        if self.calm or core.role is not Role.LEADER or not node.writes:
+            return
+        if self.rng.random() < self.swarm.crash_on_commit:
+            self.schedule(0, "strike", node.node_id, (core.term, True))
 
     def _on_strike(self, event: Event) -> Sequence[int]:
         node = self.nodes[event.node]
-        if self.calm or node.core is None or node.core.term != event.payload:
+        term, crash = event.payload
+        if self.calm or node.core is None or node.core.term != term:
             return ()
-        if self.rng.random() < 0.5:
+        if crash:
             self.stats["strike_crash"] += 1
             return self._fault_crash([event.node])
         self.stats["strike_isolate"] += 1
