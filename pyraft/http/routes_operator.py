@@ -155,7 +155,10 @@ def _quorum_operation(node: RaftNode, view: ClusterView) -> Operation:
         "describe_quorum",
         "The quorum as KIP-595's DescribeQuorum: leader, epoch, high watermark, each voter's progress",
         quorum,
-        (Reply(200, "the leader's view (source=leader), or this node's own (source=local)", QUORUM),),
+        (
+            Reply(200, "the leader's view (source=leader), or this node's own (source=local)", QUORUM),
+            Reply(422, "a bad value of local"),
+        ),
         (Param("local", "query", LOCAL, "true: answer from this node's state without asking the leader"),),
         tag="operator",
         description="Lag and fetch times are known only to the leader. A follower relays the leader's "
