@@ -116,12 +116,18 @@ def run_setting(
     ]  # fmt: skip
     samples: list[float] = []
     terms: list[int] = []
+    error = None
     with tempfile.TemporaryDirectory(prefix="pyraft-failover-") as root:
         cluster = LocalCluster(Path(root), 3, http_port, raft_port, args)
         cluster.start_all()
         try:
             for trial in range(1, trials + 1):
-                elapsed, took = one_trial(cluster)
+                try:
+                    elapsed, took = one_trial(cluster)
+                except TimeoutError as exc:  # keep the trials done so far, and say why it stopped
+                    error = f"trial {trial} stopped the run: {exc}"
+                    print(error, flush=True)
+                    break
                 samples.append(elapsed)
                 terms.append(took)
                 print(
@@ -129,18 +135,20 @@ def run_setting(
                 )
         finally:
             cluster.stop_all(signal.SIGKILL)
-    slow = [t for s_, t in zip(samples, terms, strict=True) if s_ > 2 * statistics.median(samples)]
+    cut = 2 * statistics.median(samples) if samples else 0.0
+    slow = [t for s_, t in zip(samples, terms, strict=True) if s_ > cut]
     return {
         "setting": name,
         "election_timeout_ms": [election, 2 * election],
         "heartbeat_ms": heartbeat,
         "tick_ms": tick,
         "trials": len(samples),
+        "error": error,
         "samples_ms": [round(x * 1000, 2) for x in samples],
         "terms": terms,
         "multi_term_elections": sum(1 for t in terms if t > 1),
         "terms_of_slow_trials": slow,
-        **{k: round(v, 1) for k, v in summarize(samples).items()},
+        **({k: round(v, 1) for k, v in summarize(samples).items()} if samples else {}),
     }
 
 
@@ -184,15 +192,15 @@ def main() -> None:
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args()
     results = []
+    summary = {"benchmark": "failover", "machine": machine_info(), "settings": results}
+    args.out.mkdir(parents=True, exist_ok=True)
     for name in args.settings:
         timing = SETTINGS.get(name, (args.election_timeout_ms, args.heartbeat_ms, args.tick_ms))
         results.append(run_setting(name, timing, args.trials, args.http_port, args.raft_port))
-    summary = {"benchmark": "failover", "machine": machine_info(), "settings": results}
+        (args.out / "failover.json").write_text(json.dumps(summary, indent=2) + "\n")
     for r in results:
         shown = {k: v for k, v in r.items() if k not in ("samples_ms", "terms")}
         print(json.dumps(shown))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "failover.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"results: {args.out / 'failover.json'}")
     if not args.no_plot:
         plot(results, args.out / "failover_cdf.png")
