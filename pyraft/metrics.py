@@ -179,15 +179,8 @@ def _counter(name: str, help_text: str, value: float) -> CounterMetricFamily:
 
 
 def match_indexes(node: RaftNode) -> dict[int, int]:
-    """The leader's matchIndex per follower; empty unless this node leads.
-
-    The core keeps Progress private and offers no accessor yet, so this reads it
-    without touching it; an accessor in the core would replace this one line."""
-    core = node.core
-    if core.role is not Role.LEADER:
-        return {}
-    progress: dict[int, Any] = getattr(core, "_progress", {})
-    return {peer: int(pr.match) for peer, pr in progress.items()}
+    """The leader's matchIndex per follower; empty unless this node leads."""
+    return node.core.match_indexes()
 
 
 # ------------------------------------------------------------------------ storage

@@ -178,6 +178,12 @@ class RaftCore:
             self.applied_index = self.commit_index
         return out
 
+    def match_indexes(self) -> dict[int, int]:
+        """The leader's matchIndex for each follower (empty unless leading), for operators."""
+        if self.role is not Role.LEADER:
+            return {}
+        return {peer: pr.match for peer, pr in self._progress.items()}
+
     def has_ready(self) -> bool:
         return bool(
             self._out
