@@ -106,6 +106,24 @@ class MetadataStore:
         self._append(offset, record)
         self.applied_index = max(self.applied_index, offset)
 
+    # --- snapshots (pyraft.metadata.snapshot) --------------------------------------------------
+    @property
+    def idempotency_capacity(self) -> int:
+        """How many idempotency keys are remembered; part of a snapshot, as it decides eviction."""
+        return self._max_keys
+
+    def remembered_outcomes(self) -> list[tuple[str, bytes]]:
+        """The idempotency memory oldest first (the eviction order), for a snapshot."""
+        return list(self._seen.items())
+
+    def remember_outcomes(self, remembered: Iterable[tuple[str, bytes]]) -> None:
+        """Refill the idempotency memory from a snapshot, oldest first, keeping the newest on overflow."""
+        for key, outcome in remembered:
+            self._seen[key] = outcome
+            self._seen.move_to_end(key)
+            if len(self._seen) > self._max_keys:
+                self._seen.popitem(last=False)
+
     def _apply_remembered(self, index: int, cmd: MetadataCommand) -> bytes:
         """Thesis 6.3: a key seen before gets its first outcome back and changes nothing."""
         key = cmd.idempotency_key

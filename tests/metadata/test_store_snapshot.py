@@ -1,0 +1,209 @@
+"""Metadata snapshots: a restored store behaves exactly like one that never snapshotted, bytes are canonical."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+import msgpack
+import pytest
+
+from pyraft.metadata import commands as c
+from pyraft.metadata.commands import MetadataCommand
+from pyraft.metadata.records import Record, RecordError
+from pyraft.metadata.snapshot import SECTION_TYPES, SnapshotFormatError, restore_store, snapshot_store
+from pyraft.metadata.store import MetadataStore
+
+Entry = bytes | None  # a command's bytes, or None for a leader no-op
+
+TOPIC_IDS = [f"{n:08d}-0000-4000-8000-000000000000" for n in range(6)]
+
+
+def incarnation(n: int) -> str:
+    return f"00000000-0000-4000-8000-{n:012d}"
+
+
+class Generator:
+    """Seeded commands that hit every rule, decided against a reference store so many succeed."""
+
+    def __init__(self, seed: int, store: MetadataStore) -> None:
+        self.rng = random.Random(seed)
+        self.store = store
+        self.keys: list[str] = []
+        self.serial = 0
+
+    def record(self) -> Record:
+        rng, st = self.rng, self.store
+        broker = rng.randint(1, 5)
+        topic = rng.randrange(len(TOPIC_IDS))
+        current = st.broker(broker)
+        epoch = current["brokerEpoch"] if current and rng.random() < 0.9 else rng.randint(-1, 50)
+        self.serial += 1
+        choices: list[Any] = [
+            lambda: c.metadata_version(rng.randint(1, 3)),
+            lambda: c.register_broker(broker, f"h{broker}", 9092, "PLAINTEXT", None, incarnation(self.serial)),
+            lambda: c.broker_status_change(broker, epoch, rng.choice(["ALIVE", "FENCED", "CONTROLLED_SHUTDOWN"])),
+            lambda: c.unregister_broker(broker, rng.choice([-1, epoch])),
+            lambda: c.create_topic(f"t{topic}", TOPIC_IDS[topic]),
+            lambda: c.create_topic(f"t{topic}", TOPIC_IDS[(topic + 1) % len(TOPIC_IDS)]),
+            lambda: c.remove_topic(TOPIC_IDS[topic]),
+            lambda: c.create_partition(TOPIC_IDS[topic], rng.randint(0, 3), rng.sample(range(1, 6), 2)),
+            lambda: c.change_partition(TOPIC_IDS[topic], rng.randint(0, 3), isr=[], leader=-1),
+            lambda: c.change_partition(TOPIC_IDS[topic], rng.randint(0, 3), replicas=rng.sample(range(1, 6), 3)),
+            lambda: c.remove_partition(TOPIC_IDS[topic], rng.randint(0, 3)),
+            lambda: c.register_producer(broker, rng.randint(0, 20), epoch),
+        ]
+        weights = [1, 4, 3, 1, 3, 1, 1, 6, 3, 3, 1, 2]
+        made: Record = rng.choices(choices, weights)[0]()
+        return made
+
+    def entry(self) -> Entry:
+        """A no-op, garbage, or a command with a fresh, a repeated or no idempotency key."""
+        roll = self.rng.random()
+        if roll < 0.05:
+            return None
+        if roll < 0.07:
+            return b"\xc1 not a command"
+        key = None
+        if self.rng.random() < 0.5:
+            if self.keys and self.rng.random() < 0.3:
+                key = self.rng.choice(self.keys[-20:])  # a retry, maybe of an evicted key
+            else:
+                key = f"k{len(self.keys)}"
+                self.keys.append(key)
+        return c.encode_command(MetadataCommand(self.record(), key))
+
+
+def feed(store: MetadataStore, entries: list[Entry], first_index: int) -> list[bytes | None]:
+    """Apply ``entries`` at consecutive indexes from ``first_index``; the outcomes (None for no-ops)."""
+    out: list[bytes | None] = []
+    for i, entry in enumerate(entries, start=first_index):
+        if entry is None:
+            store.apply_noop(i)
+            out.append(None)
+        else:
+            out.append(store.apply(i, entry))
+    return out
+
+
+def history(seed: int, n: int, keys: int = 8) -> tuple[list[Entry], list[bytes | None], MetadataStore]:
+    """``n`` entries generated against a reference store (which ends having applied them all)."""
+    store = MetadataStore(idempotency_keys=keys)
+    gen = Generator(seed, store)
+    entries: list[Entry] = []
+    outcomes: list[bytes | None] = []
+    for i in range(1, n + 1):
+        entry = gen.entry()
+        entries.append(entry)
+        outcomes += feed(store, [entry], i)
+    return entries, outcomes, store
+
+
+def state_of(store: MetadataStore) -> dict[str, Any]:
+    """Everything but the fetchable log, which a restored store only has from its snapshot on."""
+    dump = store.dump()
+    del dump["log"]
+    return dump
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_restore_then_continue_equals_never_snapshotting(seed: int) -> None:
+    n = 300
+    entries, outcomes, reference = history(seed, n)
+    statuses = {msgpack.unpackb(o)[0] for o in outcomes if o is not None}
+    assert {"created", "ok", "conflict", "not_found", "invalid"} <= statuses  # the rules were exercised
+    for split in range(0, n + 1, 23):
+        before = MetadataStore(idempotency_keys=8)
+        feed(before, entries[:split], 1)
+        restored = restore_store(snapshot_store(before))
+        assert state_of(restored) == state_of(before)
+        assert feed(restored, entries[split:], split + 1) == outcomes[split:], f"split {split}"
+        assert state_of(restored) == state_of(reference)
+        assert restored.fetch(split) == reference.fetch(split)
+        assert restored.remembered_outcomes() == reference.remembered_outcomes()
+        assert snapshot_store(restored) == snapshot_store(reference)
+
+
+def test_idempotency_memory_survives_a_snapshot() -> None:
+    """A retried write after a restart gets its first answer back and changes nothing."""
+    store = MetadataStore()
+    first = store.apply(1, c.encode_command(MetadataCommand(c.create_topic("t", TOPIC_IDS[0]), "key-1")))
+    store.apply(2, c.encode_command(MetadataCommand(c.remove_topic(TOPIC_IDS[0]), "key-2")))
+    restored = restore_store(snapshot_store(store))
+    retry = restored.apply(3, c.encode_command(MetadataCommand(c.create_topic("t", TOPIC_IDS[0]), "key-1")))
+    assert retry == first
+    assert restored.topics() == []
+    assert restored.idempotency_capacity == store.idempotency_capacity
+
+
+def test_same_commands_give_identical_bytes_on_every_node() -> None:
+    entries, _, reference = history(7, 200)
+    other = MetadataStore(idempotency_keys=8)
+    feed(other, entries, 1)
+    assert snapshot_store(other) == snapshot_store(reference)
+    assert snapshot_store(reference) == snapshot_store(restore_store(snapshot_store(reference)))
+
+
+def test_bytes_do_not_depend_on_dict_order() -> None:
+    entries, _, store = history(11, 200)
+    before = snapshot_store(store)
+    st = store.state
+    for name in ("brokers", "topics", "topic_ids", "partitions", "producers", "features"):
+        setattr(st, name, dict(reversed(list(getattr(st, name).items()))))
+    assert snapshot_store(store) == before
+
+
+def test_restored_log_is_empty_and_starts_after_the_snapshot() -> None:
+    _, _, store = history(5, 100)
+    restored = restore_store(snapshot_store(store))
+    assert restored.applied_index == 100
+    assert restored.fetch(0) == {"records": [], "highWatermark": 100, "more": False}
+    restored.apply_noop(101)
+    assert [r["offset"] for r in restored.fetch(0)["records"]] == [101]
+
+
+def test_checked_restore_agrees_with_the_fast_path() -> None:
+    _, _, store = history(9, 300)
+    data = snapshot_store(store)
+    assert state_of(restore_store(data, check=True)) == state_of(restore_store(data))
+
+
+def test_empty_store_round_trips() -> None:
+    restored = restore_store(snapshot_store(MetadataStore()))
+    assert restored.dump() == MetadataStore().dump()
+
+
+def test_fields_order_matches_the_dataclass_the_fast_path_builds() -> None:
+    for cls in SECTION_TYPES:
+        assert [f.attr for f in cls.FIELDS] == [f.name for f in dataclasses.fields(cls)], cls.NAME
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda w: [2, *w[1:]],  # unknown format
+        lambda w: w[:3],  # missing part
+        lambda w: [w[0], -1, w[2], w[3]],  # bad applied index
+        lambda w: [w[0], w[1], w[2][:4], w[3]],  # a missing section
+        lambda w: [w[0], w[1], [w[2][1], w[2][0], *w[2][2:]], w[3]],  # sections swapped
+        lambda w: [w[0], w[1], [[3, 9, []], *w[2][1:]], w[3]],  # unknown section version
+        lambda w: [w[0], w[1], [w[2][0], w[2][1], w[2][2], [3, 0, [[0]]], w[2][4]], w[3]],  # short row
+        lambda w: [w[0], w[1], [*w[2][:3], [3, 0, [w[2][3][2][0]] * 2], w[2][4]], w[3]],  # duplicate key
+        lambda w: [w[0], w[1], [*w[2][:2], [2, 0, []], *w[2][3:]], w[3]],  # partitions without topic
+        lambda w: [w[0], w[1], w[2], [-1, []]],  # bad capacity
+        lambda w: [w[0], w[1], w[2], [8, [["k", "not bytes"]]]],  # bad outcome
+        lambda w: [w[0], w[1], w[2], [8, [[1, b""]]]],  # bad key
+    ],
+)
+def test_malformed_snapshots_are_refused(mutate: Any) -> None:
+    _, _, store = history(3, 150)
+    wire = msgpack.unpackb(snapshot_store(store))
+    assert wire[2][3][2], "the history must leave partitions"
+    with pytest.raises(SnapshotFormatError):
+        restore_store(msgpack.packb(mutate(wire), use_bin_type=True))
+
+
+def test_not_msgpack_is_refused() -> None:
+    with pytest.raises(RecordError):
+        restore_store(b"\xc1")
