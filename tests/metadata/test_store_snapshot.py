@@ -1,4 +1,4 @@
-"""Metadata snapshots: a restored store behaves exactly like one that never snapshotted, bytes are canonical."""
+"""Metadata snapshots: a restored store acts exactly like one that never snapshotted; canonical bytes."""
 
 from __future__ import annotations
 
@@ -42,15 +42,21 @@ class Generator:
         self.serial += 1
         choices: list[Any] = [
             lambda: c.metadata_version(rng.randint(1, 3)),
-            lambda: c.register_broker(broker, f"h{broker}", 9092, "PLAINTEXT", None, incarnation(self.serial)),
-            lambda: c.broker_status_change(broker, epoch, rng.choice(["ALIVE", "FENCED", "CONTROLLED_SHUTDOWN"])),
+            lambda: c.register_broker(
+                broker, f"h{broker}", 9092, "PLAINTEXT", None, incarnation(self.serial)
+            ),
+            lambda: c.broker_status_change(
+                broker, epoch, rng.choice(["ALIVE", "FENCED", "CONTROLLED_SHUTDOWN"])
+            ),
             lambda: c.unregister_broker(broker, rng.choice([-1, epoch])),
             lambda: c.create_topic(f"t{topic}", TOPIC_IDS[topic]),
             lambda: c.create_topic(f"t{topic}", TOPIC_IDS[(topic + 1) % len(TOPIC_IDS)]),
             lambda: c.remove_topic(TOPIC_IDS[topic]),
             lambda: c.create_partition(TOPIC_IDS[topic], rng.randint(0, 3), rng.sample(range(1, 6), 2)),
             lambda: c.change_partition(TOPIC_IDS[topic], rng.randint(0, 3), isr=[], leader=-1),
-            lambda: c.change_partition(TOPIC_IDS[topic], rng.randint(0, 3), replicas=rng.sample(range(1, 6), 3)),
+            lambda: c.change_partition(
+                TOPIC_IDS[topic], rng.randint(0, 3), replicas=rng.sample(range(1, 6), 3)
+            ),
             lambda: c.remove_partition(TOPIC_IDS[topic], rng.randint(0, 3)),
             lambda: c.register_producer(broker, rng.randint(0, 20), epoch),
         ]
@@ -146,7 +152,7 @@ def test_same_commands_give_identical_bytes_on_every_node() -> None:
 
 
 def test_bytes_do_not_depend_on_dict_order() -> None:
-    entries, _, store = history(11, 200)
+    _, _, store = history(11, 200)
     before = snapshot_store(store)
     st = store.state
     for name in ("brokers", "topics", "topic_ids", "partitions", "producers", "features"):
@@ -176,7 +182,8 @@ def test_empty_store_round_trips() -> None:
 
 def test_fields_order_matches_the_dataclass_the_fast_path_builds() -> None:
     for cls in SECTION_TYPES:
-        assert [f.attr for f in cls.FIELDS] == [f.name for f in dataclasses.fields(cls)], cls.NAME
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        assert [f.attr for f in cls.FIELDS] == names, cls.NAME
 
 
 @pytest.mark.parametrize(
