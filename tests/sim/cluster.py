@@ -82,6 +82,8 @@ class Swarm:
     strike_new_leader: float  # chance a fresh leader is crashed or cut off within a few ticks
     crash_on_commit: float  # chance a leader crashes right as it commits with its own tail not yet durable
     skew: int  # max ticks-period skew per node, in time units
+    max_downtime: int  # ticks before a crashed node is restarted by its supervisor
+    max_partition: int  # ticks before a partition heals by itself
 
     @staticmethod
     def draw(rng: random.Random) -> Swarm:
@@ -96,8 +98,10 @@ class Swarm:
             max_fsync=rng.choice((2, 20, 60)),
             torn_crash=rng.choice((0.0, 0.5)),
             strike_new_leader=rng.choice((0.0, 0.0, 0.3, 0.7)),
-            crash_on_commit=rng.choice((0.0, 0.0, 0.05, 0.3)),
+            crash_on_commit=rng.choice((0.0, 0.0, 0.02, 0.1)),
             skew=rng.choice((1, 1, 3)),
+            max_downtime=rng.choice((20, 100)),
+            max_partition=rng.choice((20, 100)),
         )
 
 
@@ -410,7 +414,18 @@ class Cluster:
         node.incarnation += 1
         node.reset_volatile()
         self.recent.append(f"  crash {node.node_id}")
+        # Servers come back on their own (a supervisor restarts them); explicit restarts come sooner.
+        self.schedule(
+            self.rng.randint(1, self.swarm.max_downtime) * TICK, "revive", node.node_id, node.incarnation
+        )
         return ()
+
+    def _on_revive(self, event: Event) -> Sequence[int]:
+        node = self.nodes[event.node]
+        if self.calm or node.core is not None or node.incarnation != event.payload:
+            return ()
+        self._boot(node)
+        return (node.node_id,)
 
     def _torn_writes(self, node: SimNode) -> None:
         """Writes in flight at a crash may still land (in order) though the core never heard of it."""
@@ -439,6 +454,7 @@ class Cluster:
         self.rng.shuffle(ids)
         cut = self.rng.randint(1, len(ids) - 1)
         self.network.partition([ids[:cut], ids[cut:]])
+        self._heal_later()
         self.recent.append(f"  partition {self.network.describe()}")
         return ()
 
@@ -448,14 +464,23 @@ class Cluster:
             return self._fault_split()
         lone = self.rng.choice(leaders)
         self.network.partition([[lone], [n for n in self.nodes if n != lone]])
+        self._heal_later()
         self.recent.append(f"  partition {self.network.describe()}")
         return ()
 
     def _fault_one_way(self) -> Sequence[int]:
         src, dst = self.rng.sample(sorted(self.nodes), 2)
         self.network.cut_one_way(src, dst)
+        self._heal_later()
         self.recent.append(f"  partition {self.network.describe()}")
         return ()
+
+    def _heal_later(self) -> None:
+        """Partitions end by themselves too; a heal due to an older partition may end a newer one early."""
+        self.schedule(self.rng.randint(5, self.swarm.max_partition) * TICK, "heal")
+
+    def _on_heal(self, event: Event) -> Sequence[int]:
+        return () if self.calm else self._fault_heal()
 
     def _fault_heal(self) -> Sequence[int]:
         self.network.heal()
@@ -672,6 +697,7 @@ class Cluster:
             return self._fault_crash([event.node])
         self.stats["strike_isolate"] += 1
         self.network.partition([[event.node], [n for n in self.nodes if n != event.node]])
+        self._heal_later()
         return ()
 
     def _full_check(self) -> None:
