@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ MIXES = {"mixed": 0.5, "write": 1.0}  # share of writes
 async def drive(base: str, clients: int, write_share: float, seconds: float, warmup: float) -> RunResult:
     result = RunResult(0, seconds)
     failures = 0
+    failed: dict[str, int] = {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30.0) as http:
         t0 = time.perf_counter()
@@ -41,17 +43,22 @@ async def drive(base: str, clients: int, write_share: float, seconds: float, war
             n = 0
             while (sent := time.perf_counter()) < end:
                 n += 1
-                if (n * write_share) % 1 < write_share:  # deterministic interleave of writes and reads
-                    body = {
-                        "brokerId": broker_id, "brokerHost": f"b{broker_id}.bench", "brokerPort": 9092,
-                        "securityProtocol": "PLAINTEXT", "brokerStatus": "ALIVE" if n % 2 else "FENCED",
-                    }  # fmt: skip
-                    response = await http.post("/register_broker_change/", json=body)
-                else:
-                    response = await http.get(f"/get_broker/{broker_id}")
+                try:
+                    if (n * write_share) % 1 < write_share:  # deterministic interleave of writes, reads
+                        body = {
+                            "brokerId": broker_id, "brokerHost": f"b{broker_id}.bench", "brokerPort": 9092,
+                            "securityProtocol": "PLAINTEXT", "brokerStatus": "ALIVE" if n % 2 else "FENCED",
+                        }  # fmt: skip
+                        response = await http.post("/register_broker_change/", json=body)
+                    else:
+                        response = await http.get(f"/get_broker/{broker_id}")
+                    status = response.status_code
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
                 now = time.perf_counter()
-                if response.status_code != 200:
+                if status != 200:
                     failures += 1
+                    failed[str(status)] = failed.get(str(status), 0) + 1
                 elif start <= now <= end:
                     result.committed += 1
                     result.histogram.record_value(max(1, int((now - sent) * 1e6)))
@@ -60,7 +67,7 @@ async def drive(base: str, clients: int, write_share: float, seconds: float, war
             for i in range(clients):
                 nursery.start_soon(client, i + 1)
     if failures:
-        print(f"rest: {failures} requests failed with {clients} clients")
+        print(f"rest: {failures} requests failed with {clients} clients: {failed}", file=sys.stderr)
     return result
 
 
