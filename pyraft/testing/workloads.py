@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
@@ -49,6 +50,7 @@ from pyraft.testing.history import Event, HistoryRecorder, OpFunction
 from pyraft.testing.linearizability import canonical
 from pyraft.testing.workload import CheckOutcome, ProcessIds, Workload
 
+Call = Callable[[], Awaitable[Reply]]  # one request, ready to send
 SET_KEY = "topics"
 BROKER_PREFIX = "broker-"
 FINAL_TIMEOUT = 60.0  # how long the final reads may keep trying on the healed cluster
@@ -96,12 +98,12 @@ class _Client:
         f: OpFunction,
         key: str,
         value: Any,
-        call: Callable[[], Any],
+        call: Call,
         read_value: Callable[[Reply], Any] | None = None,
     ) -> Reply:
         """Record invoke, run ``call``, record its completion; returns the classified reply."""
         self.recorder.invoke(self.process, f, key, value)
-        reply: Reply = await call()
+        reply = await call()
         if read_value is not None:
             reply = _as_read(reply)
             completed = read_value(reply) if reply.outcome == "ok" else None
@@ -134,7 +136,7 @@ class RegisterWorkload:
     name: str = "registers"
     reasons: Counter[str] = field(default_factory=Counter)  # why operations were not ok
 
-    def _change(self, port: int, broker_id: int, host: str) -> Callable[[], Any]:
+    def _change(self, port: int, broker_id: int, host: str) -> Call:
         body = {
             "brokerId": broker_id,
             "brokerHost": host,
@@ -142,12 +144,12 @@ class RegisterWorkload:
             "securityProtocol": "PLAINTEXT",
             "brokerStatus": "UNFENCED",
         }
-        return lambda: request(
-            port, "POST", "/register_broker_change/", body, timeout=self.options.request_timeout
+        return partial(
+            request, port, "POST", "/register_broker_change/", body, timeout=self.options.request_timeout
         )
 
-    def _read(self, port: int, broker_id: int) -> Callable[[], Any]:
-        return lambda: request(port, "GET", f"/get_broker/{broker_id}", timeout=self.options.request_timeout)
+    def _read(self, port: int, broker_id: int) -> Call:
+        return partial(request, port, "GET", f"/get_broker/{broker_id}", timeout=self.options.request_timeout)
 
     async def setup(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Register brokers 1..n (each a first write of its key), trying until each is acknowledged."""
@@ -167,8 +169,8 @@ class RegisterWorkload:
                     "write",
                     broker_key(broker_id),
                     host,
-                    lambda port=port, body=body: request(  # type: ignore[misc]
-                        port, "POST", "/register_broker/", body, timeout=self.options.request_timeout
+                    partial(
+                        request, port, "POST", "/register_broker/", body, timeout=self.options.request_timeout
                     ),
                 )
                 if reply.outcome == "ok":
@@ -200,8 +202,13 @@ class RegisterWorkload:
         for port in _ports(cluster):
             for broker_id in range(1, self.brokers + 1):
                 await _until_ok(
-                    lambda port=port, broker_id=broker_id: client.perform(  # type: ignore[misc]
-                        "read", broker_key(broker_id), None, self._read(port, broker_id), _broker_host
+                    partial(
+                        client.perform,
+                        "read",
+                        broker_key(broker_id),
+                        None,
+                        self._read(port, broker_id),
+                        _broker_host,
                     ),
                     self.options.backoff,
                 )
@@ -217,10 +224,10 @@ def _broker_host(reply: Reply) -> Any:
     return reply.body.get("brokerHost")
 
 
-async def _until_ok(attempt: Callable[[], Any], backoff: float) -> Reply:
+async def _until_ok(attempt: Call, backoff: float) -> Reply:
     deadline = trio.current_time() + FINAL_TIMEOUT
     while True:
-        reply: Reply = await attempt()
+        reply = await attempt()
         if reply.outcome == "ok":
             return reply
         if trio.current_time() > deadline:
@@ -254,8 +261,13 @@ class SetWorkload:
                 "add",
                 SET_KEY,
                 name,
-                lambda port=port, name=name: request(  # type: ignore[misc]
-                    port, "POST", "/register_topic/", {"name": name}, timeout=self.options.request_timeout
+                partial(
+                    request,
+                    port,
+                    "POST",
+                    "/register_topic/",
+                    {"name": name},
+                    timeout=self.options.request_timeout,
                 ),
             )
             if reply.outcome != "ok":
@@ -266,11 +278,12 @@ class SetWorkload:
         client = _Client(recorder, ids, random.Random(self.seed), self.reasons)
         for port in _ports(cluster):
             await _until_ok(
-                lambda port=port: client.perform(  # type: ignore[misc]
+                partial(
+                    client.perform,
                     "read",
                     SET_KEY,
                     None,
-                    lambda: request(port, "GET", "/get_topic/", timeout=self.options.request_timeout),
+                    partial(request, port, "GET", "/get_topic/", timeout=self.options.request_timeout),
                     _topic_names,
                 ),
                 self.options.backoff,
@@ -320,10 +333,7 @@ class LogWorkload:
         offset = 0
         while True:
             body = {"offset": offset, "maxRecords": PAGE}
-
-            async def page(body: dict[str, int] = body) -> Reply:
-                return await request(port, "POST", "/metadata_fetch/", body, timeout=10.0)
-
+            page = partial(request, port, "POST", "/metadata_fetch/", body, timeout=10.0)
             reply = await _until_ok(page, self.options.backoff)
             records = reply.body["records"]
             entries += [(r["offset"], (r["type"], canonical(r["record"]))) for r in records]
