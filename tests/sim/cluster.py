@@ -56,7 +56,12 @@ class SimConfig:
     seed: int
     nodes: int = 3
     fault_ticks: int = DEFAULT_FAULT_TICKS  # length of the fault phase (``--sim-steps``)
-    calm_ticks: int = 1500  # liveness deadline once faults stop (runs end as soon as it is met)
+    # Liveness bounds once faults stop (a run ends as soon as liveness is reached): the calm phase
+    # fails if nothing is committed or applied anywhere for ``stall_ticks``, or lasts ``calm_ticks``.
+    # Progress, not a fixed deadline, because a seed with one-entry messages and one in flight
+    # can legitimately need thousands of ticks to drain the fault phase's backlog.
+    stall_ticks: int = 400
+    calm_ticks: int = 20_000
     calm_proposals: int = 5
 
     def replay_command(self) -> str:
@@ -282,13 +287,16 @@ class Cluster:
 
     def _loop(self) -> None:
         deadline = (self.sim.fault_ticks + self.sim.calm_ticks) * TICK
+        progress, progress_at = -1, 0
         while True:
             event = heapq.heappop(self.heap)[2]
             self.now = event.time
-            if self.now > deadline:
+            if self.calm and self._progress() != progress:
+                progress, progress_at = self._progress(), self.now
+            if self.now > deadline or (self.calm and self.now - progress_at > self.sim.stall_ticks * TICK):
                 raise SimulationFailure(
-                    f"Liveness: not reached {self.sim.calm_ticks} ticks after faults stopped; "
-                    f"{self._liveness_gap()}"
+                    f"Liveness: no commit progress for {self.sim.stall_ticks} ticks or not live "
+                    f"{self.sim.calm_ticks} ticks after faults stopped; {self._liveness_gap()}"
                 )
             self.events += 1
             touched = self._dispatch(event)
@@ -707,6 +715,10 @@ class Cluster:
         self.monitor.full_check(logs, leaders)
 
     # ------------------------------------------------------------ liveness
+
+    def _progress(self) -> int:
+        """Grows whenever anything is newly committed or applied anywhere."""
+        return self.monitor.max_committed + sum(len(node.applied) for node in self.nodes.values())
 
     def _live(self) -> bool:
         """One leader everybody follows, and every calm proposal applied on every node."""
