@@ -29,20 +29,30 @@ on every node and decides eviction.
 Payload (msgpack)::
 
     [FORMAT, applied_index,
-     [[apiKey, version, [[field...], ...]], ...],   # one section per record type, fixed order
+     [[apiKey, version, [column, ...]], ...],       # one section per record type, fixed order
      [capacity, [[key, outcome], ...]]]             # idempotency memory, oldest first
 
-Fields are in the record's ``FIELDS`` order with Kafka's wire kinds (endpoints
-as ``[name, host, port, securityProtocol]``). Decoding builds the records
-directly without the per-field checks of ``record_from_wire``: those cost ~60 µs
-a record (a minute for a million) and the bytes were written by pyraft and
-checksummed by the snapshot file. ``restore_store(data, check=True)`` runs the
-full checks, for tools and tests.
+A section stores its records column by column, one column per entry of the
+record's ``FIELDS`` (Kafka's wire kinds; endpoints as ``[name, host, port,
+securityProtocol]``), because columns can be filled in by C-level loops (see
+``_build``). Decoding skips the per-field checks of ``record_from_wire``: they
+cost ~60 µs a record (a minute for a million) and the bytes were written by
+pyraft and checksummed by the snapshot file; only the structure is checked.
+``restore_store(data, check=True)`` runs the full checks, for tools and tests.
+
+Measured on a 2-core machine shared at load average ~10: 1,000,000 partitions
+in 1,000 topics plus 100,000 idempotency keys give a 78 MB payload; encoding
+takes 2.2 s of CPU and restoring 2.4 s (wall time was about twice that under
+the load).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import gc
+from collections import deque
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import repeat
 from operator import attrgetter
 from typing import Any, Final, TypeVar
 
@@ -51,6 +61,7 @@ import msgpack
 from pyraft.metadata.records import (
     BrokerEndpoint,
     FeatureLevelRecord,
+    Field,
     PartitionRecord,
     ProducerIdsRecord,
     Record,
@@ -73,7 +84,6 @@ SECTION_TYPES: Final[tuple[type[Record], ...]] = (
     ProducerIdsRecord,
 )
 
-_Row = Sequence[Any]
 _R = TypeVar("_R", bound=Record)
 
 
@@ -84,8 +94,28 @@ class SnapshotFormatError(RecordError):
 # --------------------------------------------------------------------------- writing
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building a million objects that all stay alive.
+
+    Otherwise the allocations trigger full collections that free nothing and
+    cost over a third of a restore (measured: 5.4 s of CPU against 3.4 s)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def snapshot_store(store: MetadataStore) -> bytes:
     """The store's replicated state at ``store.applied_index`` as deterministic msgpack bytes."""
+    with _gc_paused():
+        return _encode(store)
+
+
+def _encode(store: MetadataStore) -> bytes:
     st = store.state
     sections = [
         _section(FeatureLevelRecord, (FeatureLevelRecord(n, st.features[n]) for n in sorted(st.features))),
@@ -100,19 +130,17 @@ def snapshot_store(store: MetadataStore) -> bytes:
 
 
 def _section(cls: type[Record], records: Iterable[Record]) -> list[Any]:
-    """``[apiKey, version, rows]``; attrgetter yields tuples, which msgpack packs as arrays."""
-    row = attrgetter(*(f.attr for f in cls.FIELDS))
-    if cls is RegisterBrokerRecord:
-        rows: list[Any] = [_broker_row(r) for r in records]
-    else:
-        rows = [row(r) for r in records]
-    return [cls.API_KEY, cls.VERSION, rows]
+    """``[apiKey, version, [column per field]]``: one C-level pass per field (see ``_build``)."""
+    listed = list(records)
+    columns = [list(map(attrgetter(f.attr), listed)) for f in cls.FIELDS]
+    for i, f in enumerate(cls.FIELDS):
+        if f.kind == "endpoints":
+            columns[i] = [[_endpoint_wire(e) for e in eps] for eps in columns[i]]
+    return [cls.API_KEY, cls.VERSION, columns]
 
 
-def _broker_row(r: Record) -> list[Any]:
-    assert isinstance(r, RegisterBrokerRecord)
-    wire = r.to_wire()  # the few brokers go through the generic codec for their endpoints
-    return wire[2:]
+def _endpoint_wire(e: BrokerEndpoint) -> tuple[str, str, int, int]:
+    return (e.name, e.host, e.port, e.security_protocol)
 
 
 # --------------------------------------------------------------------------- reading
@@ -124,6 +152,11 @@ def restore_store(data: bytes, *, check: bool = False) -> MetadataStore:
     ``check`` validates every field as ``record_from_wire`` does (slow); without
     it only the structure is checked. Raises ``SnapshotFormatError`` (a
     RecordError) on anything that is not a snapshot of this format."""
+    with _gc_paused():
+        return _decode(data, check)
+
+
+def _decode(data: bytes, check: bool) -> MetadataStore:
     try:
         wire = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
     except Exception as exc:
@@ -150,7 +183,7 @@ def _records(sections: object, check: bool) -> list[list[Record]]:
     out = []
     for cls, section in zip(SECTION_TYPES, sections, strict=True):
         if not isinstance(section, tuple) or len(section) != 3 or not isinstance(section[2], tuple):
-            raise SnapshotFormatError(f"{cls.NAME} section must be [apiKey, version, rows]")
+            raise SnapshotFormatError(f"{cls.NAME} section must be [apiKey, version, columns]")
         if section[0] != cls.API_KEY or section[1] != cls.VERSION:
             raise SnapshotFormatError(
                 f"expected a {cls.NAME} v{cls.VERSION} section (apiKey {cls.API_KEY}), "
@@ -160,31 +193,40 @@ def _records(sections: object, check: bool) -> list[list[Record]]:
     return out
 
 
-def _rows(cls: type[Record], rows: tuple[_Row, ...], check: bool) -> list[Record]:
+def _rows(cls: type[Record], columns: tuple[tuple[Any, ...], ...], check: bool) -> list[Record]:
+    if len(columns) != len(cls.FIELDS) or not all(isinstance(col, tuple) for col in columns):
+        raise SnapshotFormatError(f"{cls.NAME} section needs {len(cls.FIELDS)} columns")
+    count = len(columns[0]) if columns else 0
+    if any(len(col) != count for col in columns):
+        raise SnapshotFormatError(f"{cls.NAME} columns differ in length")
     if check:
-        return [record_from_wire([cls.API_KEY, cls.VERSION, *_listed(row)]) for row in rows]
-    build = _builder(cls)
+        return [
+            record_from_wire([cls.API_KEY, cls.VERSION, *_listed(row)]) for row in zip(*columns, strict=True)
+        ]
     try:
-        return [build(row) for row in rows]
+        return _build(cls, count, [_native(f, col) for f, col in zip(cls.FIELDS, columns, strict=True)])
     except (TypeError, ValueError) as exc:
-        raise SnapshotFormatError(f"malformed {cls.NAME} row in snapshot: {exc}") from exc
+        raise SnapshotFormatError(f"malformed {cls.NAME} column in snapshot: {exc}") from exc
 
 
-def _builder(cls: type[Record]) -> Callable[[_Row], Record]:
-    """Positional construction in FIELDS order (tests pin that it matches the dataclass order)."""
-    if cls is RegisterBrokerRecord:
-        return _broker_from_row
-
-    def build(row: _Row) -> Record:
-        return cls(*row)
-
-    return build
+def _native(f: Field, column: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The column as the record attribute holds it (msgpack already gives tuples for int lists)."""
+    if f.kind == "endpoints":
+        return tuple(tuple(BrokerEndpoint(*e) for e in eps) for eps in column)
+    return column
 
 
-def _broker_from_row(row: _Row) -> Record:
-    broker_id, incarnation, epoch, end_points, rack, fenced, shutdown = row
-    endpoints = tuple(BrokerEndpoint(*e) for e in end_points)
-    return RegisterBrokerRecord(broker_id, incarnation, epoch, endpoints, rack, fenced, shutdown)
+def _build(cls: type[Record], count: int, columns: list[tuple[Any, ...]]) -> list[Record]:
+    """``count`` records filled column by column through the slot descriptors.
+
+    The dataclass ``__init__`` (one Python call and a frozen ``object.__setattr__``
+    per field) was most of a restore's time; ``map`` over a slot setter runs
+    the loop in C. It skips ``__init__``, so tests pin that the record classes
+    have no ``__post_init__`` and that FIELDS covers every dataclass field."""
+    records: list[Record] = list(map(object.__new__, repeat(cls, count)))
+    for f, column in zip(cls.FIELDS, columns, strict=True):
+        deque(map(vars(cls)[f.attr].__set__, records, column), maxlen=0)
+    return records
 
 
 def _listed(value: Any) -> Any:

@@ -184,6 +184,19 @@ def test_fields_order_matches_the_dataclass_the_fast_path_builds() -> None:
     for cls in SECTION_TYPES:
         names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
         assert [f.attr for f in cls.FIELDS] == names, cls.NAME
+        assert not hasattr(cls, "__post_init__"), f"{cls.NAME}: restore skips __init__"
+
+
+def section(wire: Any, position: int, columns: list[Any]) -> list[Any]:
+    """The snapshot's sections with those at ``position`` given ``columns`` instead."""
+    sections = list(wire[2])
+    sections[position] = [sections[position][0], sections[position][1], columns]
+    return sections
+
+
+def bad_endpoints(wire: Any) -> list[Any]:
+    """An endpoints column whose endpoints lack their security protocol."""
+    return [[["x", "h", 1]] for _ in wire[2][1][2][3]]
 
 
 @pytest.mark.parametrize(
@@ -194,10 +207,12 @@ def test_fields_order_matches_the_dataclass_the_fast_path_builds() -> None:
         lambda w: [w[0], -1, w[2], w[3]],  # bad applied index
         lambda w: [w[0], w[1], w[2][:4], w[3]],  # a missing section
         lambda w: [w[0], w[1], [w[2][1], w[2][0], *w[2][2:]], w[3]],  # sections swapped
-        lambda w: [w[0], w[1], [[3, 9, []], *w[2][1:]], w[3]],  # unknown section version
-        lambda w: [w[0], w[1], [w[2][0], w[2][1], w[2][2], [3, 0, [[0]]], w[2][4]], w[3]],  # short row
-        lambda w: [w[0], w[1], [*w[2][:3], [3, 0, [w[2][3][2][0]] * 2], w[2][4]], w[3]],  # duplicate key
-        lambda w: [w[0], w[1], [*w[2][:2], [2, 0, []], *w[2][3:]], w[3]],  # partitions without topic
+        lambda w: [w[0], w[1], [[12, 9, w[2][0][2]], *w[2][1:]], w[3]],  # unknown section version
+        lambda w: [w[0], w[1], section(w, 3, [[0]]), w[3]],  # missing columns
+        lambda w: [w[0], w[1], section(w, 3, [c[:-1] for c in w[2][3][2][:1]] + w[2][3][2][1:]), w[3]],
+        lambda w: [w[0], w[1], section(w, 3, [c + c for c in w[2][3][2]]), w[3]],  # duplicate keys
+        lambda w: [w[0], w[1], section(w, 2, [[], []]), w[3]],  # partitions without their topic
+        lambda w: [w[0], w[1], section(w, 1, [*w[2][1][2][:3], bad_endpoints(w), *w[2][1][2][4:]]), w[3]],
         lambda w: [w[0], w[1], w[2], [-1, []]],  # bad capacity
         lambda w: [w[0], w[1], w[2], [8, [["k", "not bytes"]]]],  # bad outcome
         lambda w: [w[0], w[1], w[2], [8, [[1, b""]]]],  # bad key
@@ -206,7 +221,7 @@ def test_fields_order_matches_the_dataclass_the_fast_path_builds() -> None:
 def test_malformed_snapshots_are_refused(mutate: Any) -> None:
     _, _, store = history(3, 150)
     wire = msgpack.unpackb(snapshot_store(store))
-    assert wire[2][3][2], "the history must leave partitions"
+    assert wire[2][3][2][0] and wire[2][1][2][0], "the history must leave partitions and brokers"
     with pytest.raises(SnapshotFormatError):
         restore_store(msgpack.packb(mutate(wire), use_bin_type=True))
 
