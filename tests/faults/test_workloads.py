@@ -82,7 +82,10 @@ async def test_leader_kills_catch_the_broken_mode_and_pass_without_it(tmp_path: 
         assert report.valid, report.summary()
         return
     assert not report.valid
-    # Writes answered before they commit are seen out of order and some never commit at all.
-    assert report.verdicts["registers/linearizable"] == "violation", report.summary()
-    assert report.verdicts["log/acknowledged-durable"] == "violation", report.summary()
-    assert "smallest failing window" in report.summary()
+    # Writes answered before they commit are read out of order (a stale read, a write seen to
+    # be undone), and some never commit at all (a 409 in the background, a killed leader).
+    # Which of the two shows depends on timing; in practice both do, but either is a catch.
+    caught = {name for name, verdict in report.verdicts.items() if verdict == "violation"}
+    assert caught & {"registers/linearizable", "log/acknowledged-durable"}, report.summary()
+    if "registers/linearizable" in caught:
+        assert "smallest failing window" in report.summary()
