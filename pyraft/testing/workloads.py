@@ -111,7 +111,8 @@ class _Client:
             completed = value
         self.recorder.record(self.process, reply.outcome, f, key, completed)
         if reply.outcome != "ok":
-            self.reasons[f"{f} {reply.outcome} {reply.status or ''} {reply.code}".replace("  ", " ")] += 1
+            why = reply.code or (str(reply.body)[:60] if reply.body is not None else "(empty body)")
+            self.reasons[f"{f} {reply.outcome} {reply.status or ''} {why}".replace("  ", " ")] += 1
         if reply.outcome == "info":
             self.process = self.ids.fresh()  # the old request may still be in flight
         return reply
