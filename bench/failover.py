@@ -30,7 +30,9 @@ import trio
 
 from pyraft.client import ClientError, RaftClient
 from pyraft.localcluster import LocalCluster
-from pyraft.statemachine import set_command
+from pyraft.metadata.commands import MetadataCommand, encode_command, register_broker
+
+FAILOVER_WRITE = encode_command(MetadataCommand(register_broker(1, "failover", 9092, "PLAINTEXT")))
 
 
 def caught_up(cluster: LocalCluster) -> bool:
@@ -50,7 +52,7 @@ async def first_write(addresses: list[tuple[str, int]], deadline: float) -> None
         with trio.fail_after(deadline):
             while True:
                 try:
-                    await client.propose(set_command("failover", b"x"))
+                    await client.propose(FAILOVER_WRITE)
                     return
                 except ClientError:
                     await trio.sleep(0.002)  # e.g. outcome unknown (leader died under it): write again

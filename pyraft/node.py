@@ -8,7 +8,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgpack
 import trio
 
 from pyraft.actors.node import RaftNode, Timing
@@ -22,7 +21,6 @@ from pyraft.metadata.service import DEFAULT_TIMEOUT, MetadataService
 from pyraft.metadata.store import MetadataStore
 from pyraft.metrics import MeteredRaftNode, NodeMetrics, ObservedTransport, PeerTracker, TimedStorage
 from pyraft.service import NodeClientHandler
-from pyraft.statemachine import KVStore
 from pyraft.storage.file import FileStorage
 from pyraft.transport.tcp import TcpTransport
 
@@ -149,51 +147,6 @@ class NodeSettings:
         return urls
 
 
-class NodeStateMachine:
-    """The metadata store, plus the engine's small KV store for raw client-protocol commands.
-
-    The REST API only ever proposes metadata commands (msgpack ``[0, record, key]``).
-    The raft port's client protocol predates them: the benchmarks and the
-    multi-process tests still replicate ``["set", k, v]`` / ``["del", k]`` through
-    it and read keys back, so entries of that shape (and string-key queries) go to
-    a KVStore instead of being answered "invalid" by the metadata store. Both
-    halves are deterministic, so the combination is too."""
-
-    def __init__(self, metadata: MetadataStore) -> None:
-        self.metadata = metadata
-        self.kv = KVStore()
-
-    def apply(self, index: int, command: bytes) -> bytes:
-        if _is_kv_command(command):
-            return self.kv.apply(index, command)
-        return self.metadata.apply(index, command)
-
-    def apply_noop(self, index: int) -> None:
-        self.kv.apply_noop(index)
-        self.metadata.apply_noop(index)
-
-    def query(self, query: bytes) -> bytes:
-        if _is_kv_query(query):
-            return self.kv.query(query)
-        return self.metadata.query(query)
-
-
-def _unpacked(data: bytes) -> object:
-    try:
-        return msgpack.unpackb(data, raw=False)
-    except Exception:
-        return None
-
-
-def _is_kv_command(command: bytes) -> bool:
-    op = _unpacked(command)
-    return isinstance(op, list) and bool(op) and op[0] in ("set", "del")
-
-
-def _is_kv_query(query: bytes) -> bool:
-    return isinstance(_unpacked(query), str)
-
-
 def settings_from_args(args: argparse.Namespace) -> NodeSettings:
     voters: list[Voter] = args.voters or []
     own = next((v for v in voters if v.node_id == args.id), None)
@@ -235,7 +188,7 @@ async def run_node(settings: NodeSettings, context: NodeContext | None = None) -
         tuple(v.node_id for v in settings.voters),
         TimedStorage(storage, metrics),
         ObservedTransport(tcp, metrics, tracker),
-        NodeStateMachine(store),
+        store,
         timing=settings.timing,
     )
     tracker.log_end = lambda: node.core.log.last_index

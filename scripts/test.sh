@@ -2,10 +2,10 @@
 # Set up a virtualenv with the test tools (first run only), then lint, type-check and run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pyraft, pytest_trio, httpx, playwright, prometheus_client, rich" 2>/dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import pyraft, pytest_trio, httpx, hdrh, pysyncobj, playwright, prometheus_client, rich" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[test,bench]"
 fi
 # The dashboard test drives Debian's chromium (never a downloaded browser); CI runs as root.
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

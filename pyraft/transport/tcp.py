@@ -35,7 +35,10 @@ from pyraft.wire.handshake import PROTOCOL_VERSION, Hello, HelloReply
 
 logger = logging.getLogger("pyraft.transport")
 
-DEFAULT_OUTBOX_SIZE: Final = 1024
+# Frames queued per peer before the oldest is dropped. Large enough that a burst of
+# forwarded proposals (one ProposeRequest each, which nothing resends) never overflows
+# it while the peer is alive; the leader's entry traffic is bounded by max_inflight.
+DEFAULT_OUTBOX_SIZE: Final = 16384
 # One send_all per batch; past this many bytes the rest waits for the next write.
 MAX_BATCH_BYTES: Final = 4 << 20
 _CONNECTION_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
