@@ -37,7 +37,7 @@ from .network import Network, NetworkFaults
 
 TICK = 10  # simulated time units per logical tick
 FULL_CHECK_EVERY = 250  # events between whole-state re-checks
-DEFAULT_FAULT_TICKS = 600
+DEFAULT_FAULT_TICKS = 450
 CLIENT_TIMEOUT = 50  # ticks before a client gives up on a calm-phase proposal and resubmits it
 
 CoreFactory = Callable[[Config, random.Random, HardState, Sequence[Entry]], RaftCore]
