@@ -374,7 +374,9 @@ def render_window(window: Window) -> str:
     written = {canonical(op.value) for op in ops if op.f == "write"}
     earlier = sorted({canonical(op.value) for op in ops if op.f == "read"} - written - {UNSET})
     if earlier and window.initial is ANY_STATE:
-        lines.append(f"  read but not written within the window (written earlier, or never): {', '.join(earlier)}")
+        lines.append(
+            f"  read but not written within the window (written earlier, or never): {', '.join(earlier)}"
+        )
     return "\n".join(lines)
 
 
