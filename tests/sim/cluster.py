@@ -57,7 +57,7 @@ class SimConfig:
     nodes: int = 3
     fault_ticks: int = DEFAULT_FAULT_TICKS  # length of the fault phase (``--sim-steps``)
     # Liveness bounds once faults stop (a run ends as soon as liveness is reached): the calm phase
-    # fails if nothing is committed or applied anywhere for ``stall_ticks``, or lasts ``calm_ticks``.
+    # fails if nothing is committed, applied or stored anywhere for ``stall_ticks``, or lasts ``calm_ticks``.
     # Progress, not a fixed deadline, because a seed with one-entry messages and one in flight
     # can legitimately need thousands of ticks to drain the fault phase's backlog.
     stall_ticks: int = 400
@@ -287,7 +287,7 @@ class Cluster:
 
     def _loop(self) -> None:
         deadline = (self.sim.fault_ticks + self.sim.calm_ticks) * TICK
-        progress, progress_at = -1, 0
+        progress, progress_at = (-1, -1, -1), 0
         while True:
             event = heapq.heappop(self.heap)[2]
             self.now = event.time
@@ -295,7 +295,7 @@ class Cluster:
                 progress, progress_at = self._progress(), self.now
             if self.now > deadline or (self.calm and self.now - progress_at > self.sim.stall_ticks * TICK):
                 raise SimulationFailure(
-                    f"Liveness: no commit progress for {self.sim.stall_ticks} ticks or not live "
+                    f"Liveness: no progress for {self.sim.stall_ticks} ticks or not live "
                     f"{self.sim.calm_ticks} ticks after faults stopped; {self._liveness_gap()}"
                 )
             self.events += 1
@@ -716,9 +716,14 @@ class Cluster:
 
     # ------------------------------------------------------------ liveness
 
-    def _progress(self) -> int:
-        """Grows whenever anything is newly committed or applied anywhere."""
-        return self.monitor.max_committed + sum(len(node.applied) for node in self.nodes.values())
+    def _progress(self) -> tuple[int, int, int]:
+        """Changes whenever anything is committed, applied or made durable anywhere.
+
+        Durable writes count: a new leader may first have to replicate a long
+        backlog, one small message at a time, before its no-op can commit."""
+        nodes = self.nodes.values()
+        applied = sum(len(node.applied) for node in nodes)
+        return self.monitor.max_committed, applied, sum(len(node.store.entries) for node in nodes)
 
     def _live(self) -> bool:
         """One leader everybody follows, and every calm proposal applied on every node."""
