@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the nodes' --request-timeout: they answer 503 before the client gives up",
     )
     p.add_argument(
+        "--node-args",
+        default="",
+        help="more arguments for every node, e.g. '--election-timeout-ms 50 --heartbeat-ms 15'",
+    )
+    p.add_argument(
         "--unsafe-ack-before-commit",
         action="store_true",
         help=f"TEST-ONLY: start the nodes with {UNSAFE_ACK_ENV}=1 (writes acknowledged before commit)",
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         args.nodes,
         args.time,
         faults,
-        node_args=("--request-timeout", str(args.node_request_timeout)),
+        node_args=("--request-timeout", str(args.node_request_timeout), *shlex.split(args.node_args)),
         node_env=env,
     )
     options = ClientOptions(request_timeout=args.request_timeout)
