@@ -13,6 +13,9 @@ from pyraft.testing.nemesis import Action
 
 async def test_leader_over_proxies_then_isolated_leader_is_replaced_and_rejoins(tmp_path: Path) -> None:
     async with open_cluster(tmp_path, 3) as cluster:
+        # Healthy means every follower names the leader, so each has heard from it; a leader
+        # backed by a bare majority may not have reached the third node yet.
+        await cluster.wait_healthy()
         old = await cluster.wait_for_leader()
         # Raft traffic really goes through the proxies: the leader dialled each follower's proxy.
         for follower in (n for n in cluster.nodes if n != old):
