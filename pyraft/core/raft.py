@@ -285,7 +285,7 @@ class RaftCore:
         nxt = self.log.last_index + 1
         self._progress = {p: Progress(next=nxt) for p in self._peers}
         self._append_new(EntryKind.NOOP, b"")  # commits the previous terms' entries (5.4.2)
-        self._broadcast_heartbeat()
+        # The next flush probes every follower with this no-op: that announces us too.
 
     # ------------------------------------------------------------- elections
 
@@ -533,8 +533,9 @@ class RaftCore:
                 pr.stalled_ticks += self.config.heartbeat_ticks
                 if pr.stalled_ticks >= 2 * self.config.heartbeat_ticks:
                     pr.become_probe(pr.match + 1)  # the pipeline seems lost: probe again
-            if not self._send_append(peer, pr):
-                self._send_empty_append(peer, pr)
+            # Always empty, so a follower answers at once: CheckQuorum and ReadIndex never
+            # wait on a follower's fsync. A probe due now goes out with the next flush.
+            self._send_empty_append(peer, pr)
 
     def _flush_leader(self) -> None:
         """Send what accumulated during this batch of inputs: entries, commit, read rounds."""
