@@ -211,10 +211,31 @@ def cut_before(ops: Sequence[Operation], t: float) -> list[Operation]:
 
 
 def drop_before(ops: Sequence[Operation], t: float) -> list[Operation]:
-    """Forget the ok operations that completed before ``t``. The register's state at that point is
-    unknown, so the rest must be checked from :data:`ANY_STATE`; a linearization of the whole
-    restricts to one of the rest from *some* state, so a failure from any state proves a failing whole."""
-    return [op for op in ops if not (op.type == "ok" and op.returns < t)]
+    """Forget the ok operations that completed before ``t``; the rest is checked from :data:`ANY_STATE`.
+
+    Sound only with care for what overlaps the forgotten part. Let ``b`` be the last return
+    among the forgotten operations. A kept operation invoked after ``b`` is linearized after
+    all of them; one invoked before ``b`` might be linearized among them, where the state is
+    not the one the rest starts from. So such an ok read is dropped too (that only removes
+    evidence) and such an ok write becomes ``info`` (it may then be left out). Given any
+    linearization of the whole, the operations after the last forgotten one are then a
+    linearization of the rest from the state there; a failure from every state therefore
+    proves a failing whole.
+    """
+    forgotten = [op.returns for op in ops if op.type == "ok" and op.returns < t]
+    if not forgotten:
+        return list(ops)
+    boundary = max(forgotten)
+    kept = []
+    for op in ops:
+        if op.type == "ok" and op.returns < t:
+            continue
+        if op.type == "ok" and op.invoke < boundary:
+            if op.f == "read":
+                continue
+            op = replace(op, type="info")
+        kept.append(op)
+    return kept
 
 
 @dataclass(frozen=True)

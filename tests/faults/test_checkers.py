@@ -18,7 +18,7 @@ from pyraft.testing.checkers import (
     check_set,
 )
 from pyraft.testing.history import Event, Operation, pair_operations
-from pyraft.testing.linearizability import ANY_STATE, cut_before, render_window, shrink_window
+from pyraft.testing.linearizability import ANY_STATE, cut_before, drop_before, render_window, shrink_window
 
 Kind = Literal["ok", "fail", "info"]
 
@@ -295,3 +295,21 @@ def test_unread_info_writes_are_pruned_but_read_ones_count() -> None:
     # A timed-out write that someone read must be placeable.
     seen = history(op(1, "write", 1, 0, 1), op(2, "write", 2, 2, 3, "info"), op(3, "read", 2, 9, 10))
     assert check_register(seen).verdict is Verdict.OK
+
+
+def test_dropping_a_prefix_never_makes_a_linearizable_history_fail() -> None:
+    """A long read of x that overlaps the writes being forgotten must not be held against the rest.
+
+    W(x) [0,5], R(x) [1,100], W(y) [10,20], R(y) [30,40] is linearizable (W(x) R(x) W(y) R(y)).
+    Forgetting W(x) and W(y) naively leaves two reads of unwritten values, which no state allows.
+    """
+    ops = history(
+        op(1, "write", "x", 0, 5),
+        op(2, "read", "x", 1, 100),
+        op(1, "write", "y", 10, 20),
+        op(3, "read", "y", 30, 40),
+    )
+    assert check_register(ops).verdict is Verdict.OK
+    for t in [*sorted({o.returns for o in ops}), float("inf")]:
+        rest = drop_before(ops, t)
+        assert check_register(rest, initial=ANY_STATE).verdict is Verdict.OK, (t, rest)
