@@ -30,7 +30,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, TextIO
 
 import trio
 
@@ -81,8 +82,10 @@ class _Client:
         ids: ProcessIds,
         rng: random.Random,
         reasons: Counter[str] | None = None,
+        trace: RequestTrace | None = None,
     ) -> None:
         self.recorder = recorder
+        self.trace = trace
         self.reasons: Counter[str] = Counter() if reasons is None else reasons
         self.ids = ids
         self.rng = rng
@@ -98,12 +101,15 @@ class _Client:
         f: OpFunction,
         key: str,
         value: Any,
+        port: int,
         call: Call,
         read_value: Callable[[Reply], Any] | None = None,
     ) -> Reply:
-        """Record invoke, run ``call``, record its completion; returns the classified reply."""
-        self.recorder.invoke(self.process, f, key, value)
+        """Record invoke, run ``call`` (a request to ``port``), record its completion; returns the reply."""
+        invoked = self.recorder.invoke(self.process, f, key, value)
         reply = await call()
+        if self.trace is not None:
+            self.trace.note(invoked, port, reply)
         if read_value is not None:
             reply = _as_read(reply)
             completed = read_value(reply) if reply.outcome == "ok" else None
@@ -116,6 +122,45 @@ class _Client:
         if reply.outcome == "info":
             self.process = self.ids.fresh()  # the old request may still be in flight
         return reply
+
+
+class RequestTrace:
+    """``requests.jsonl`` beside the history: for each operation, which node answered and how.
+
+    The history format has no room for it, and a post-mortem needs it: a strange read is
+    explained by the node that served it. One line per completed operation, keyed by the
+    operation's process and invoke time.
+    """
+
+    _open: ClassVar[dict[Path, TextIO]] = {}
+
+    def __init__(self, file: TextIO, nodes: dict[int, int]) -> None:
+        self.file = file
+        self.nodes = nodes
+
+    @classmethod
+    def of(cls, cluster: FaultCluster, recorder: HistoryRecorder) -> RequestTrace | None:
+        if recorder.path is None:
+            return None
+        path = recorder.path.parent / "requests.jsonl"
+        if path not in cls._open or cls._open[path].closed:
+            cls._open[path] = path.open("a", encoding="utf-8")
+        return cls(cls._open[path], {n.http_port: i for i, n in cluster.nodes.items()})
+
+    def note(self, invoked: Event, port: int, reply: Reply) -> None:
+        line = {
+            "process": invoked.process,
+            "invoke": invoked.time,
+            "f": invoked.f,
+            "key": invoked.key,
+            "node": self.nodes.get(port),
+            "outcome": reply.outcome,
+            "status": reply.status,
+            "error": reply.code,
+            "body": reply.body if reply.outcome != "ok" or reply.status >= 300 else None,
+        }
+        self.file.write(json.dumps(line, default=str) + "\n")
+        self.file.flush()
 
 
 def _as_read(reply: Reply) -> Reply:
@@ -154,7 +199,9 @@ class RegisterWorkload:
 
     async def setup(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Register brokers 1..n (each a first write of its key), trying until each is acknowledged."""
-        client = _Client(recorder, ids, random.Random(self.seed), self.reasons)
+        client = _Client(
+            recorder, ids, random.Random(self.seed), self.reasons, RequestTrace.of(cluster, recorder)
+        )
         deadline = trio.current_time() + FINAL_TIMEOUT
         for broker_id in range(1, self.brokers + 1):
             host = f"init-{broker_id}"
@@ -170,6 +217,7 @@ class RegisterWorkload:
                     "write",
                     broker_key(broker_id),
                     host,
+                    port,
                     partial(
                         request, port, "POST", "/register_broker/", body, timeout=self.options.request_timeout
                     ),
@@ -183,7 +231,13 @@ class RegisterWorkload:
     async def client(
         self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds, stop_at: float
     ) -> None:
-        client = _Client(recorder, ids, random.Random(f"{self.seed}-{ids.fresh()}"), self.reasons)
+        client = _Client(
+            recorder,
+            ids,
+            random.Random(f"{self.seed}-{ids.fresh()}"),
+            self.reasons,
+            RequestTrace.of(cluster, recorder),
+        )
         ports = _ports(cluster)
         while trio.current_time() < stop_at:
             broker_id = client.rng.randint(1, self.brokers)
@@ -191,15 +245,19 @@ class RegisterWorkload:
             key = broker_key(broker_id)
             if client.rng.random() < 0.5:
                 host = client.unique("h")
-                reply = await client.perform("write", key, host, self._change(port, broker_id, host))
+                reply = await client.perform("write", key, host, port, self._change(port, broker_id, host))
             else:
-                reply = await client.perform("read", key, None, self._read(port, broker_id), _broker_host)
+                reply = await client.perform(
+                    "read", key, None, port, self._read(port, broker_id), _broker_host
+                )
             if reply.outcome != "ok":
                 await trio.sleep(self.options.backoff)
 
     async def final(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Every node reads every broker (linearizable) once it answers."""
-        client = _Client(recorder, ids, random.Random(self.seed), self.reasons)
+        client = _Client(
+            recorder, ids, random.Random(self.seed), self.reasons, RequestTrace.of(cluster, recorder)
+        )
         for port in _ports(cluster):
             for broker_id in range(1, self.brokers + 1):
                 await _until_ok(
@@ -208,6 +266,7 @@ class RegisterWorkload:
                         "read",
                         broker_key(broker_id),
                         None,
+                        port,
                         self._read(port, broker_id),
                         _broker_host,
                     ),
@@ -253,7 +312,13 @@ class SetWorkload:
     async def client(
         self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds, stop_at: float
     ) -> None:
-        client = _Client(recorder, ids, random.Random(f"set-{self.seed}-{ids.fresh()}"), self.reasons)
+        client = _Client(
+            recorder,
+            ids,
+            random.Random(f"set-{self.seed}-{ids.fresh()}"),
+            self.reasons,
+            RequestTrace.of(cluster, recorder),
+        )
         ports = _ports(cluster)
         while trio.current_time() < stop_at:
             name = client.unique("t")
@@ -262,6 +327,7 @@ class SetWorkload:
                 "add",
                 SET_KEY,
                 name,
+                port,
                 partial(
                     request,
                     port,
@@ -276,7 +342,9 @@ class SetWorkload:
 
     async def final(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Every node lists the topics; the checker judges the last list read."""
-        client = _Client(recorder, ids, random.Random(self.seed), self.reasons)
+        client = _Client(
+            recorder, ids, random.Random(self.seed), self.reasons, RequestTrace.of(cluster, recorder)
+        )
         for port in _ports(cluster):
             await _until_ok(
                 partial(
@@ -284,6 +352,7 @@ class SetWorkload:
                     "read",
                     SET_KEY,
                     None,
+                    port,
                     partial(request, port, "GET", "/get_topic/", timeout=self.options.request_timeout),
                     _topic_names,
                 ),
