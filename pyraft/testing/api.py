@@ -99,13 +99,28 @@ async def request(
 
 
 def _parse(data: bytes) -> Reply:
-    head, _, payload = data.partition(b"\r\n\r\n")
+    """An answer read to EOF. One cut short (the server was killed between writing its headers
+    and its body, so the connection ended with a FIN) is ``info``: its status line may be a
+    real 200, but a read's value is gone, so nothing certain can be recorded."""
+    head, sep, payload = data.partition(b"\r\n\r\n")
     status_line = head.split(b"\r\n", 1)[0].split()
-    if len(status_line) < 2 or not status_line[1].isdigit():
+    if not sep or len(status_line) < 2 or not status_line[1].isdigit():
         return Reply("info", error=f"no HTTP answer: {data[:80]!r}")
     status = int(status_line[1])
-    if b"transfer-encoding: chunked" in head.lower():
-        payload = _dechunk(payload)
+    headers = {
+        name.strip().lower(): value.strip()
+        for name, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+    }
+    if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+        dechunked = _dechunk(payload)
+        if dechunked is None:
+            return Reply("info", status, error="answer cut short (chunked body unterminated)")
+        payload = dechunked
+    elif b"content-length" in headers:
+        length = int(headers[b"content-length"])
+        if len(payload) < length:
+            return Reply("info", status, error=f"answer cut short ({len(payload)} of {length} body bytes)")
+        payload = payload[:length]
     try:
         body = json.loads(payload) if payload else None
     except ValueError:
@@ -113,13 +128,20 @@ def _parse(data: bytes) -> Reply:
     return Reply(classify(status, body), status, body)
 
 
-def _dechunk(data: bytes) -> bytes:
+def _dechunk(data: bytes) -> bytes | None:
+    """The body of a chunked answer, or None if it ends before its last (empty) chunk."""
     out = bytearray()
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
+    while True:
+        size_line, sep, rest = data.partition(b"\r\n")
+        if not sep:
+            return None
+        try:
+            size = int(size_line.split(b";")[0], 16)
+        except ValueError:
+            return None
         if size == 0:
-            break
+            return bytes(out)
+        if len(rest) < size + 2:
+            return None
         out += rest[:size]
         data = rest[size + 2 :]
-    return bytes(out)

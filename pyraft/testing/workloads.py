@@ -112,7 +112,12 @@ class _Client:
             self.trace.note(invoked, port, reply)
         if read_value is not None:
             reply = _as_read(reply)
-            completed = read_value(reply) if reply.outcome == "ok" else None
+            completed = None
+            if reply.outcome == "ok":
+                try:
+                    completed = read_value(reply)
+                except MalformedAnswer as exc:  # an ok status with a body we cannot read: unknown
+                    reply = Reply("info", reply.status, reply.body, f"malformed answer: {exc}")
         else:
             completed = value
         self.recorder.record(self.process, reply.outcome, f, key, completed)
@@ -164,8 +169,9 @@ class RequestTrace:
 
 
 def _as_read(reply: Reply) -> Reply:
-    """A 404 read saw that the thing is absent: an ok read of nothing, not a failure."""
-    if reply.status == 404:
+    """A 404 ``not_found`` read saw that the thing is absent: an ok read of nothing, not a failure
+    (any other 404, say a route the server does not know, stays a fail)."""
+    if reply.status == 404 and isinstance(reply.body, dict) and reply.body.get("error") == "not_found":
         return Reply("ok", 404, reply.body)
     return reply
 
@@ -278,10 +284,17 @@ class RegisterWorkload:
         return {"linearizable": check_registers(mine, timeout=self.options.check_timeout)}
 
 
+class MalformedAnswer(ValueError):
+    """A 2xx read answer whose body does not hold what the read asked for."""
+
+
 def _broker_host(reply: Reply) -> Any:
-    if reply.status == 404 or not isinstance(reply.body, dict):
+    """The host a broker read saw: None for 404 (no such broker), else the body's ``brokerHost``."""
+    if reply.status == 404 and isinstance(reply.body, dict) and reply.body.get("error") == "not_found":
         return None
-    return reply.body.get("brokerHost")
+    if not isinstance(reply.body, dict) or "brokerHost" not in reply.body:
+        raise MalformedAnswer(f"{reply.status} {str(reply.body)[:80]}")
+    return reply.body["brokerHost"]
 
 
 async def _until_ok(attempt: Call, backoff: float) -> Reply:
@@ -367,7 +380,7 @@ class SetWorkload:
 
 def _topic_names(reply: Reply) -> Any:
     if not isinstance(reply.body, dict) or not isinstance(reply.body.get("topics"), list):
-        return None
+        raise MalformedAnswer(f"{reply.status} {str(reply.body)[:80]}")
     return sorted(t["name"] for t in reply.body["topics"])
 
 
