@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 
 from pyraft.core.config import Config
@@ -34,6 +33,7 @@ from pyraft.core.messages import (
     TimeoutNow,
 )
 from pyraft.core.progress import Progress
+from pyraft.core.readindex import PendingRead, ReadQueue
 from pyraft.core.ready import ProposalAccepted, ReadState, Ready, RequestFailed
 
 # Reasons carried by RequestFailed.
@@ -46,14 +46,6 @@ class Role(Enum):
     PRE_CANDIDATE = "pre_candidate"
     CANDIDATE = "candidate"
     LEADER = "leader"
-
-
-@dataclass(slots=True)
-class _PendingRead:
-    request_id: int
-    origin: int  # node that asked; our own id for a local read
-    index: int  # commitIndex when the read arrived
-    seq: int  # heartbeat round that must be acknowledged by a quorum
 
 
 class RaftCore:
@@ -89,9 +81,7 @@ class RaftCore:
         self._answered_seq = -1  # follower: highest round already answered (-1: none yet)
         self._transferee: int | None = None
         self._transfer_elapsed = 0
-        self._pending_reads: list[_PendingRead] = []
-        self._reads_before_commit: list[_PendingRead] = []
-        self._read_round_wanted = False
+        self._reads = ReadQueue()
         self._forwarded: dict[int, str] = {}  # follower: request_id -> "propose" | "read"
         self._out = Ready()
         self._reset_election_timer()
@@ -539,8 +529,8 @@ class RaftCore:
 
     def _flush_leader(self) -> None:
         """Send what accumulated during this batch of inputs: entries, commit, read rounds."""
-        if self._read_round_wanted:
-            self._read_round_wanted = False
+        if self._reads.round_wanted:
+            self._reads.round_wanted = False
             self._seq += 1  # a fresh round, sent after every read now waiting (thesis 6.4 step 3)
             for peer, pr in self._progress.items():
                 self._send_empty_append(peer, pr)
@@ -552,7 +542,7 @@ class RaftCore:
                 self._send_empty_append(peer, pr)  # answers to messages in flight will flush again
 
     def _leader_has_output(self) -> bool:
-        if self._read_round_wanted:
+        if self._reads.round_wanted:
             return True
         return any(
             (pr.next <= self.log.last_index and pr.can_send(self.config.max_inflight))
@@ -585,41 +575,31 @@ class RaftCore:
     # ------------------------------------------------------------ ReadIndex
 
     def _queue_read(self, request_id: int, origin: int) -> None:
-        read = _PendingRead(request_id, origin, self.commit_index, self._seq + 1)
-        if self.log.term_at(self.commit_index) != self.term:
-            self._reads_before_commit.append(read)  # thesis 6.4 step 1: wait for our no-op
+        read = PendingRead(request_id, origin, self.commit_index, self._seq + 1)
+        if not self._peers and self._committed_in_term():
+            self._complete_read(read)  # a quorum of one confirms itself
             return
-        self._add_read(read)
+        self._reads.admit(read, committed_in_term=self._committed_in_term())
+
+    def _committed_in_term(self) -> bool:
+        return self.log.term_at(self.commit_index) == self.term
 
     def _admit_reads_waiting_commit(self) -> None:
-        if not self._reads_before_commit or self.log.term_at(self.commit_index) != self.term:
+        if not self._reads.before_commit or not self._committed_in_term():
             return
-        waiting, self._reads_before_commit = self._reads_before_commit, []
-        for read in waiting:
-            read.index, read.seq = self.commit_index, self._seq + 1
-            self._add_read(read)
-
-    def _add_read(self, read: _PendingRead) -> None:
+        self._reads.admit_waiting(self.commit_index, self._seq + 1)
         if not self._peers:
-            self._complete_read(read)
-            return
-        self._pending_reads.append(read)
-        self._read_round_wanted = True
+            for read in self._reads.confirmed(self._seq + 1):
+                self._complete_read(read)
 
     def _release_reads(self) -> None:
-        if not self._pending_reads:
+        if not self._reads.pending:
             return
         acked = sorted([self._seq, *(pr.acked_seq for pr in self._progress.values())], reverse=True)
-        confirmed = acked[self.config.quorum - 1]
-        still: list[_PendingRead] = []
-        for read in self._pending_reads:
-            if read.seq <= confirmed:
-                self._complete_read(read)
-            else:
-                still.append(read)
-        self._pending_reads = still
+        for read in self._reads.confirmed(acked[self.config.quorum - 1]):
+            self._complete_read(read)
 
-    def _complete_read(self, read: _PendingRead) -> None:
+    def _complete_read(self, read: PendingRead) -> None:
         if read.origin == self.node_id:
             self._out.read_states.append(ReadState(read.request_id, read.index))
         else:
@@ -627,13 +607,11 @@ class RaftCore:
             self._send(msg)
 
     def _fail_pending_reads(self) -> None:
-        for read in self._pending_reads + self._reads_before_commit:
+        for read in self._reads.take_all():
             if read.origin == self.node_id:
                 self._out.failed.append(RequestFailed(read.request_id, LEADER_CHANGED))
             else:
                 self._send(ReadIndexResponse(self.node_id, read.origin, self.term, read.request_id, False))
-        self._pending_reads, self._reads_before_commit = [], []
-        self._read_round_wanted = False
 
     # --------------------------------------------------------------- output
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from pyraft.core.errors import NoLeader
-from pyraft.core.messages import AppendEntries, AppendEntriesResponse, ReadIndexRequest, ReadIndexResponse
+from pyraft.core.messages import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Entry,
+    HardState,
+    ReadIndexRequest,
+    ReadIndexResponse,
+)
 from pyraft.core.raft import Role
 from pyraft.core.ready import ReadState
 
@@ -154,3 +161,17 @@ def test_single_node_serves_reads_at_once() -> None:
     rd = n.core.ready()
     assert rd.read_states == [ReadState(1, 1)]
     assert rd.messages == []
+
+
+def test_restarted_single_node_read_waits_for_its_no_op() -> None:
+    """6.4 step 1 holds for a quorum of one too: after a restart the commit index starts at 0,
+    so a read answered at once would miss entries committed before the restart."""
+    before = [Entry(1, 1), Entry(2, 1, data=b"x")]
+    n = Node.create(config(1, (1,)), HardState(1, 1), before)
+    while n.core.role is not Role.LEADER:
+        n.core.tick()
+    n.core.read_index(1)
+    rd = n.core.ready()
+    assert rd.read_states == []  # our no-op (index 3) is not durable, so not committed, yet
+    n.core.persisted(rd.entries[-1].index, rd.entries[-1].term)
+    assert n.core.ready().read_states == [ReadState(1, 3)]
