@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Any
 
 import trio
 
@@ -108,8 +108,6 @@ class _Client:
         """Record invoke, run ``call`` (a request to ``port``), record its completion; returns the reply."""
         invoked = self.recorder.invoke(self.process, f, key, value)
         reply = await call()
-        if self.trace is not None:
-            self.trace.note(invoked, port, reply)
         if read_value is not None:
             reply = _as_read(reply)
             completed = None
@@ -121,6 +119,8 @@ class _Client:
         else:
             completed = value
         self.recorder.record(self.process, reply.outcome, f, key, completed)
+        if self.trace is not None:
+            self.trace.note(invoked, port, reply)
         if reply.outcome != "ok":
             why = reply.code or (str(reply.body)[:60] if reply.body is not None else "(empty body)")
             self.reasons[f"{f} {reply.outcome} {reply.status or ''} {why}".replace("  ", " ")] += 1
@@ -137,20 +137,16 @@ class RequestTrace:
     operation's process and invoke time.
     """
 
-    _open: ClassVar[dict[Path, TextIO]] = {}
-
-    def __init__(self, file: TextIO, nodes: dict[int, int]) -> None:
-        self.file = file
+    def __init__(self, path: Path, nodes: dict[int, int]) -> None:
+        self.path = path
         self.nodes = nodes
 
     @classmethod
     def of(cls, cluster: FaultCluster, recorder: HistoryRecorder) -> RequestTrace | None:
         if recorder.path is None:
             return None
-        path = recorder.path.parent / "requests.jsonl"
-        if path not in cls._open or cls._open[path].closed:
-            cls._open[path] = path.open("a", encoding="utf-8")
-        return cls(cls._open[path], {n.http_port: i for i, n in cluster.nodes.items()})
+        nodes = {n.http_port: i for i, n in cluster.nodes.items()}
+        return cls(recorder.path.parent / "requests.jsonl", nodes)
 
     def note(self, invoked: Event, port: int, reply: Reply) -> None:
         line = {
@@ -164,8 +160,8 @@ class RequestTrace:
             "error": reply.code,
             "body": reply.body if reply.outcome != "ok" or reply.status >= 300 else None,
         }
-        self.file.write(json.dumps(line, default=str) + "\n")
-        self.file.flush()
+        with self.path.open("a", encoding="utf-8") as file:  # one short append: no handle outlives it
+            file.write(json.dumps(line, default=str) + "\n")
 
 
 def _as_read(reply: Reply) -> Reply:

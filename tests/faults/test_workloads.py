@@ -50,6 +50,8 @@ async def test_short_run_with_every_fault_on_three_nodes(tmp_path: Path) -> None
     }
     saved = json.loads((folder / "verdicts.json").read_text())
     assert saved["verdicts"] == report.verdicts
+    traced = [json.loads(line) for line in (folder / "requests.jsonl").read_text().splitlines()]
+    assert len(traced) == len(ops) and {t["node"] for t in traced} == {1, 2, 3}
     logs = json.loads((folder / "logs.json").read_text())
     assert len(logs) == 3 and all(len(entries) > 20 for entries in logs.values())
     assert (folder / "latency.png").read_bytes()[:4] == b"\x89PNG"
