@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -153,6 +154,26 @@ class LocalCluster:
 
     def wait_for_leader(self, timeout: float = 30.0) -> int:
         return int(self.wait_for("a leader", self.leader, timeout))
+
+
+def free_port_block(count: int) -> int:
+    """A base port with ``count`` consecutive free ports after it (for tests and benchmarks)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count < 65000 and all(_is_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no block of free ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,9 +6,8 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from op_live import free_port_block
 
-from pyraft.localcluster import LocalCluster
+from pyraft.localcluster import LocalCluster, free_port_block
 
 
 @pytest.fixture(scope="module")

@@ -16,30 +16,10 @@ import pytest
 import trio
 
 from pyraft.client import RaftClient
-from pyraft.localcluster import LocalCluster
+from pyraft.localcluster import LocalCluster, free_port_block
 from pyraft.metadata.commands import MetadataCommand, encode_command, register_broker
 
 CLUSTER_ID = "pyraft"
-
-
-def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports after it."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count < 65000 and all(_is_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no block of free ports found")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.fixture
