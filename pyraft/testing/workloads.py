@@ -92,6 +92,18 @@ class _Client:
         self.process = ids.fresh()
         self.count = 0
 
+    @classmethod
+    def for_run(
+        cls,
+        cluster: FaultCluster,
+        recorder: HistoryRecorder,
+        ids: ProcessIds,
+        seed: int | str,
+        reasons: Counter[str],
+    ) -> _Client:
+        """A client of a workload in a fault run: its requests are traced beside the history."""
+        return cls(recorder, ids, random.Random(seed), reasons, RequestTrace.of(cluster, recorder))
+
     def unique(self, prefix: str) -> str:
         self.count += 1
         return f"{prefix}{self.process}-{self.count}"
@@ -201,9 +213,7 @@ class RegisterWorkload:
 
     async def setup(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Register brokers 1..n (each a first write of its key), trying until each is acknowledged."""
-        client = _Client(
-            recorder, ids, random.Random(self.seed), self.reasons, RequestTrace.of(cluster, recorder)
-        )
+        client = _Client.for_run(cluster, recorder, ids, self.seed, self.reasons)
         deadline = trio.current_time() + FINAL_TIMEOUT
         for broker_id in range(1, self.brokers + 1):
             host = f"init-{broker_id}"
@@ -233,13 +243,7 @@ class RegisterWorkload:
     async def client(
         self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds, stop_at: float
     ) -> None:
-        client = _Client(
-            recorder,
-            ids,
-            random.Random(f"{self.seed}-{ids.fresh()}"),
-            self.reasons,
-            RequestTrace.of(cluster, recorder),
-        )
+        client = _Client.for_run(cluster, recorder, ids, f"{self.seed}-{ids.fresh()}", self.reasons)
         ports = _ports(cluster)
         while trio.current_time() < stop_at:
             broker_id = client.rng.randint(1, self.brokers)
@@ -257,9 +261,7 @@ class RegisterWorkload:
 
     async def final(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Every node reads every broker (linearizable) once it answers."""
-        client = _Client(
-            recorder, ids, random.Random(self.seed), self.reasons, RequestTrace.of(cluster, recorder)
-        )
+        client = _Client.for_run(cluster, recorder, ids, self.seed, self.reasons)
         for port in _ports(cluster):
             for broker_id in range(1, self.brokers + 1):
                 await _until_ok(
@@ -321,13 +323,7 @@ class SetWorkload:
     async def client(
         self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds, stop_at: float
     ) -> None:
-        client = _Client(
-            recorder,
-            ids,
-            random.Random(f"set-{self.seed}-{ids.fresh()}"),
-            self.reasons,
-            RequestTrace.of(cluster, recorder),
-        )
+        client = _Client.for_run(cluster, recorder, ids, f"set-{self.seed}-{ids.fresh()}", self.reasons)
         ports = _ports(cluster)
         while trio.current_time() < stop_at:
             name = client.unique("t")
@@ -351,9 +347,7 @@ class SetWorkload:
 
     async def final(self, cluster: FaultCluster, recorder: HistoryRecorder, ids: ProcessIds) -> None:
         """Every node lists the topics; the checker judges the last list read."""
-        client = _Client(
-            recorder, ids, random.Random(self.seed), self.reasons, RequestTrace.of(cluster, recorder)
-        )
+        client = _Client.for_run(cluster, recorder, ids, self.seed, self.reasons)
         for port in _ports(cluster):
             await _until_ok(
                 partial(
