@@ -7,6 +7,7 @@ The engine hands committed commands to ``apply`` in log order on every node;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import msgpack
@@ -23,6 +24,28 @@ class StateMachine(Protocol):
 
     def query(self, query: bytes) -> bytes:
         """Answer a read against the applied state."""
+        ...
+
+    def capture(self) -> Callable[[], bytes]:
+        """Freeze the state as applied so far and return a function that encodes it.
+
+        Called in the event loop between applies, so it must be cheap (copy
+        references, not contents); the returned function runs in a worker
+        thread while later entries are applied, so it must not read live state.
+        The bytes are deterministic: equal states encode equally."""
+        ...
+
+    def restore(self, data: bytes) -> Callable[[], None]:
+        """Decode a snapshot made by ``capture`` and return a function that installs it.
+
+        Decoding may run in a worker thread and must not touch the live state;
+        the returned function swaps the decoded state in (event loop, fast).
+        Raises CommandError for bytes that are not a snapshot of this kind."""
+        ...
+
+    def compact(self, index: int) -> None:
+        """A durable snapshot now covers everything up to ``index``: history kept
+        only for serving it (e.g. a fetchable record log) may be dropped."""
         ...
 
 
@@ -59,6 +82,26 @@ class KVStore:
 
     def apply_noop(self, index: int) -> None:
         self.last_index = index
+
+    def capture(self) -> Callable[[], bytes]:
+        data, index = dict(self.data), self.last_index  # values are immutable bytes
+        return lambda: _pack([index, data])
+
+    def restore(self, data: bytes) -> Callable[[], None]:
+        try:
+            index, contents = msgpack.unpackb(data)
+        except Exception as exc:
+            raise CommandError("not a KVStore snapshot") from exc
+        if not isinstance(index, int) or not isinstance(contents, dict):
+            raise CommandError("not a KVStore snapshot")
+
+        def install() -> None:
+            self.data, self.last_index = contents, index
+
+        return install
+
+    def compact(self, index: int) -> None:
+        del index  # keeps no history beyond its current state
 
     def query(self, query: bytes) -> bytes:
         try:
