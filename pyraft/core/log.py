@@ -1,6 +1,8 @@
 """The in-memory view of the Raft log, with the durability watermarks the core needs.
 
-Indexes start at 1; index 0 is the empty prefix with term 0. Terms in a Raft log
+Indexes start at 1; index 0 is the empty prefix with term 0. A snapshot may
+replace a prefix (section 7): then the log starts after ``snapshot_index``,
+whose term is still known, and anything below it is gone. Terms in a Raft log
 never decrease, which lets term lookups use binary search instead of scans.
 """
 
@@ -18,49 +20,74 @@ class LogError(Exception):
     """The caller asked the log for something that would break a Raft invariant."""
 
 
+class Compacted(LogError):
+    """The entry asked for is inside the snapshot: only its state survives, not the entry."""
+
+
 class RaftLog:
-    def __init__(self, entries: Sequence[Entry] = ()) -> None:
+    def __init__(
+        self, entries: Sequence[Entry] = (), snapshot_index: int = 0, snapshot_term: int = 0
+    ) -> None:
+        self.snapshot_index = snapshot_index
+        self.snapshot_term = snapshot_term
         self._entries: list[Entry] = list(entries)
-        for position, entry in enumerate(self._entries, start=1):
+        for position, entry in enumerate(self._entries, start=snapshot_index + 1):
             if entry.index != position:
                 raise LogError(f"recovered log is not contiguous at index {position}")
         # Entries up to stable_index are durable with their current contents.
-        self.stable_index = len(self._entries)
+        self.stable_index = self.last_index
         # Entries up to handed_out_index were given to storage (in a Ready) to persist.
-        self.handed_out_index = len(self._entries)
+        self.handed_out_index = self.last_index
+
+    @property
+    def first_index(self) -> int:
+        return self.snapshot_index + 1
 
     @property
     def last_index(self) -> int:
-        return len(self._entries)
+        return self.snapshot_index + len(self._entries)
 
     @property
     def last_term(self) -> int:
-        return self._entries[-1].term if self._entries else 0
+        return self._entries[-1].term if self._entries else self.snapshot_term
 
     def term_at(self, index: int) -> int:
-        """Term of the entry at ``index``; 0 for index 0. Raises for an index past the end."""
-        if index == 0:
-            return 0
-        if not 0 < index <= len(self._entries):
+        """Term of the entry at ``index`` (the snapshot's term at its index, 0 at 0).
+
+        Raises Compacted below the snapshot and LogError past the end."""
+        offset = index - self.snapshot_index
+        if offset == 0:
+            return self.snapshot_term
+        if offset < 0:
+            raise Compacted(f"entry {index} is compacted into the snapshot at {self.snapshot_index}")
+        if offset > len(self._entries):
             raise LogError(f"no entry at index {index} (last is {self.last_index})")
-        return self._entries[index - 1].term
+        return self._entries[offset - 1].term
 
     def matches(self, index: int, term: int) -> bool:
-        return 0 <= index <= self.last_index and self.term_at(index) == term
+        return self.snapshot_index <= index <= self.last_index and self.term_at(index) == term
 
     def entry(self, index: int) -> Entry:
+        if index == self.snapshot_index:
+            raise Compacted(f"entry {index} is the snapshot's last included entry")
         self.term_at(index)
-        return self._entries[index - 1]
+        return self._entries[index - self.snapshot_index - 1]
 
     def slice(self, lo: int, hi: int) -> list[Entry]:
-        """Entries with lo <= index < hi."""
-        return self._entries[max(lo, 1) - 1 : max(hi, 1) - 1]
+        """Entries with lo <= index < hi; ``lo`` must be above the snapshot."""
+        if lo <= self.snapshot_index and hi > lo:
+            raise Compacted(f"entries from {lo} are compacted (the log starts at {self.first_index})")
+        base = self.snapshot_index + 1
+        return self._entries[max(lo - base, 0) : max(hi - base, 0)]
 
     def batch(self, lo: int, max_entries: int, max_bytes: int) -> tuple[Entry, ...]:
         """Entries from ``lo`` on, bounded by count and size (at least one if any exist)."""
+        if lo <= self.snapshot_index:
+            raise Compacted(f"entries from {lo} are compacted (the log starts at {self.first_index})")
         out: list[Entry] = []
         size = 0
-        for entry in self._entries[lo - 1 : lo - 1 + max_entries]:
+        start = lo - self.snapshot_index - 1
+        for entry in self._entries[start : start + max_entries]:
             size += len(entry.data) + ENTRY_OVERHEAD
             if out and size > max_bytes:
                 break
@@ -72,15 +99,46 @@ class RaftLog:
         return (last_term, last_index) >= (self.last_term, self.last_index)
 
     def first_index_of_term(self, term: int) -> int:
-        """First index whose term is >= ``term`` (terms never decrease along the log)."""
-        return bisect_left(self._entries, term, key=_term) + 1
+        """First index above the snapshot whose term is >= ``term`` (terms never decrease along the log)."""
+        return bisect_left(self._entries, term, key=_term) + self.first_index
 
     def last_index_of_term(self, term: int, upto: int) -> int | None:
-        """Last index <= ``upto`` whose entry has exactly ``term``, if any."""
-        position = bisect_right(self._entries, term, hi=min(upto, self.last_index), key=_term)
-        if position == 0 or self._entries[position - 1].term != term:
+        """Last index <= ``upto`` (and not below the snapshot) whose entry has exactly ``term``, if any."""
+        if upto < self.snapshot_index:
             return None
-        return position
+        hi = min(upto, self.last_index) - self.snapshot_index
+        position = bisect_right(self._entries, term, hi=hi, key=_term)
+        if position and self._entries[position - 1].term == term:
+            return position + self.snapshot_index
+        if self.snapshot_term == term:
+            return self.snapshot_index
+        return None
+
+    def compact(self, index: int) -> None:
+        """Drop the entries up to ``index``, which a durable snapshot now covers."""
+        if index <= self.snapshot_index:
+            return
+        if index > self.stable_index:
+            raise LogError(f"cannot compact to {index}: entries are durable only up to {self.stable_index}")
+        term = self.term_at(index)
+        del self._entries[: index - self.snapshot_index]
+        self.snapshot_index, self.snapshot_term = index, term
+
+    def restore(self, index: int, term: int) -> None:
+        """Start the log after an installed snapshot (Figure 13, receiver steps 6-7).
+
+        A log that holds the snapshot's last entry keeps what follows it; any
+        other log disagrees with the snapshot (or is shorter) and is dropped."""
+        if index <= self.snapshot_index:
+            return
+        if self.matches(index, term):
+            del self._entries[: index - self.snapshot_index]
+            self.stable_index = max(self.stable_index, index)
+            self.handed_out_index = max(self.handed_out_index, index)
+        else:
+            self._entries.clear()
+            self.stable_index = self.handed_out_index = index
+        self.snapshot_index, self.snapshot_term = index, term
 
     def append(self, entries: Sequence[Entry]) -> None:
         """Leader-side append of freshly created entries."""
@@ -93,6 +151,10 @@ class RaftLog:
 
         Entries already present with the same term are kept, so a duplicated or
         reordered message never truncates anything it should not."""
+        if prev_index < self.snapshot_index:
+            # The snapshot holds committed entries, which every leader has too: skip them.
+            entries = entries[self.snapshot_index - prev_index :]
+            prev_index, prev_term = self.snapshot_index, self.snapshot_term
         if not self.matches(prev_index, prev_term):
             return False
         for offset, entry in enumerate(entries):
@@ -108,13 +170,13 @@ class RaftLog:
         return True
 
     def _truncate_from(self, index: int) -> None:
-        del self._entries[index - 1 :]
+        del self._entries[index - self.snapshot_index - 1 :]
         self.stable_index = min(self.stable_index, index - 1)
         self.handed_out_index = min(self.handed_out_index, index - 1)
 
     def take_unpersisted(self) -> list[Entry]:
         """Entries not yet handed to storage; from now on they count as handed out."""
-        fresh = self._entries[self.handed_out_index :]
+        fresh = self._entries[self.handed_out_index - self.snapshot_index :]
         self.handed_out_index = self.last_index
         return fresh
 

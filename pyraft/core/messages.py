@@ -141,6 +141,38 @@ class ReadIndexResponse:
     leader_hint: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """One chunk of the leader's snapshot file (section 7, thesis 5.3).
+
+    ``data`` is the file's bytes from ``offset``; ``done`` marks the last chunk.
+    The leader keeps one chunk in flight per follower, so a slow follower is
+    never buried under a whole snapshot's worth of frames."""
+
+    src: int
+    dst: int
+    term: int
+    last_index: int
+    last_term: int
+    offset: int
+    data: bytes
+    done: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshotResponse:
+    """``installed``: the follower now holds the snapshot durably (its matchIndex is
+    ``last_index``). Otherwise ``next_offset`` says which chunk it wants next."""
+
+    src: int
+    dst: int
+    term: int
+    last_index: int
+    last_term: int
+    next_offset: int
+    installed: bool
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -151,6 +183,8 @@ Message = (
     | ProposeResponse
     | ReadIndexRequest
     | ReadIndexResponse
+    | InstallSnapshot
+    | InstallSnapshotResponse
 )
 
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -163,6 +197,8 @@ MESSAGE_TYPES: tuple[type, ...] = (
     ProposeResponse,
     ReadIndexRequest,
     ReadIndexResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
 )
 
 # Messages that never move the receiver's term (requests routed through the leader).

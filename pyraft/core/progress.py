@@ -1,8 +1,10 @@
 """What a leader knows about one follower's log (nextIndex and matchIndex, Figure 2).
 
 A follower is either being *probed* (one AppendEntries at a time until the
-leader finds where their logs agree) or *replicated to* (pipelined: several
-AppendEntries in flight, nextIndex advanced optimistically as they are sent).
+leader finds where their logs agree), *replicated to* (pipelined: several
+AppendEntries in flight, nextIndex advanced optimistically as they are sent),
+or sent a *snapshot* (one chunk in flight) because the entries it needs next
+were compacted away.
 """
 
 from __future__ import annotations
@@ -28,14 +30,27 @@ class Progress:
     acked_seq: int = 0
     # Highest commit index sent to this follower.
     sent_commit: int = 0
+    # Snapshot mode: (index, term) of the snapshot being sent and the offset of the next chunk.
+    snapshot: tuple[int, int] | None = None
+    snapshot_offset: int = 0
 
     def become_probe(self, next_index: int) -> None:
+        self.snapshot = None
         self.probing = True
         self.paused = False
         self.next = max(next_index, self.match + 1)
         self.inflight.clear()
 
+    def become_snapshot(self, snapshot: tuple[int, int]) -> None:
+        self.snapshot = snapshot
+        self.snapshot_offset = 0
+        self.probing = True  # nothing is pipelined while a snapshot is on its way
+        self.paused = False
+        self.stalled_ticks = 0
+        self.inflight.clear()
+
     def become_replicate(self) -> None:
+        self.snapshot = None
         self.probing = False
         self.paused = False
         self.next = self.match + 1

@@ -23,6 +23,8 @@ from pyraft.core.messages import (
     Entry,
     EntryKind,
     HardState,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
     ProposeRequest,
     ProposeResponse,
@@ -34,7 +36,7 @@ from pyraft.core.messages import (
 )
 from pyraft.core.progress import Progress
 from pyraft.core.readindex import PendingRead, ReadQueue
-from pyraft.core.ready import ProposalAccepted, ReadState, Ready, RequestFailed
+from pyraft.core.ready import ProposalAccepted, ReadState, Ready, RequestFailed, SnapshotRef, SnapshotSend
 
 # Reasons carried by RequestFailed.
 NOT_LEADER = "not_leader"  # definite: the request was not taken
@@ -55,19 +57,25 @@ class RaftCore:
         rng: random.Random,
         hard_state: HardState | None = None,
         entries: Sequence[Entry] = (),
+        snapshot: SnapshotRef | None = None,
     ) -> None:
+        """Recover from durable state: the hard state, the latest snapshot and the log after it."""
         self.config = config
         self.node_id = config.node_id
         self._rng = rng
-        self.log = RaftLog(entries)
+        base = snapshot or SnapshotRef(0, 0)
+        self.log = RaftLog(entries, base.index, base.term)
         hard_state = hard_state or HardState()
         self.term = hard_state.term
         self.voted_for = hard_state.voted_for
         self._emitted_hard_state = hard_state
         self.role = Role.FOLLOWER
         self.leader_id: int | None = None
-        self.commit_index = 0
-        self.applied_index = 0
+        # A snapshot holds only committed, applied state.
+        self.commit_index = base.index
+        self.applied_index = base.index
+        self._snapshot = snapshot  # the newest snapshot the caller can send to a follower
+        self._installing: SnapshotRef | None = None  # follower: last chunk handed out, not yet stored
         self._peers = tuple(v for v in config.voters if v != self.node_id)
         self._votes: dict[int, bool] = {}
         self._election_elapsed = 0
@@ -155,6 +163,27 @@ class RaftCore:
         elif self.role is Role.FOLLOWER:
             self._send_ack()
 
+    def snapshot_saved(self, index: int, term: int) -> None:
+        """The caller made a durable snapshot up to (index, term); it is what lagging followers get."""
+        if self._snapshot is None or index > self._snapshot.index:
+            self._snapshot = SnapshotRef(index, term)
+
+    def compact(self, index: int) -> None:
+        """Drop the log up to ``index`` (applied, durable, and covered by a saved snapshot)."""
+        if self._snapshot is None or index > min(self._snapshot.index, self.applied_index):
+            raise ValueError(f"cannot compact to {index}: not covered by a saved, applied snapshot")
+        self.log.compact(index)
+
+    def snapshot_chunk_stored(self, chunk: InstallSnapshot, next_offset: int, installed: bool) -> None:
+        """Storage took a chunk from ``snapshot_writes``: it wants ``next_offset`` next, or has
+        installed the whole snapshot durably."""
+        if chunk.done and self._installing == SnapshotRef(chunk.last_index, chunk.last_term):
+            self._installing = None
+        if installed:
+            self._restore(SnapshotRef(chunk.last_index, chunk.last_term))
+        if chunk.term == self.term and self.role is Role.FOLLOWER:
+            self._answer_snapshot(chunk, next_offset, installed)
+
     def ready(self) -> Ready:
         if self.role is Role.LEADER:
             self._flush_leader()
@@ -163,6 +192,8 @@ class RaftCore:
         if hard_state != self._emitted_hard_state:
             out.hard_state = self._emitted_hard_state = hard_state
         out.entries = self.log.take_unpersisted()
+        if out.restore is not None:
+            self._snapshot = max(self._snapshot or out.restore, out.restore, key=_index_of)
         if self.commit_index > self.applied_index:
             out.committed = self.log.slice(self.applied_index + 1, self.commit_index + 1)
             self.applied_index = self.commit_index
@@ -280,6 +311,8 @@ class RaftCore:
     # ------------------------------------------------------------- elections
 
     def _tick_election(self) -> None:
+        if self._installing is not None:
+            return  # a node rewriting its log must not campaign with it
         self._election_elapsed += 1
         if self._election_elapsed >= self._randomized_timeout:
             self._campaign()
@@ -322,6 +355,8 @@ class RaftCore:
         match msg:
             case AppendEntries():
                 self._on_append(msg)
+            case InstallSnapshot():
+                self._on_install_snapshot(msg)
             case RequestVote():
                 self._on_request_vote(msg)
             case TimeoutNow() if msg.src == self.leader_id:
@@ -338,6 +373,9 @@ class RaftCore:
             case AppendEntries():
                 self._become_follower(self.term, msg.src)
                 self._on_append(msg)
+            case InstallSnapshot():
+                self._become_follower(self.term, msg.src)
+                self._on_install_snapshot(msg)
             case RequestVote():
                 self._on_request_vote(msg)
             case RequestVoteResponse():
@@ -350,6 +388,8 @@ class RaftCore:
     def _on_append(self, msg: AppendEntries) -> None:
         self.leader_id = msg.src
         self._reset_election_timer()
+        if self._installing is not None:
+            return  # the log is about to be replaced; the leader will ask again
         ok = self.log.try_append(msg.prev_log_index, msg.prev_log_term, msg.entries, self.commit_index)
         if not ok:
             self._reject_append(msg)
@@ -363,6 +403,38 @@ class RaftCore:
             self._send_ack(force=msg.seq > self._answered_seq)
         elif self.log.stable_index >= self._verified_index:
             self._send_ack(force=True)  # all durable already: a resent probe, answer it now
+
+    def _on_install_snapshot(self, msg: InstallSnapshot) -> None:
+        self.leader_id = msg.src
+        self._reset_election_timer()
+        if self._installing is not None:
+            return  # one install at a time; the leader resends what goes unanswered
+        if msg.last_index <= self.commit_index:
+            self._answer_snapshot(msg, 0, True)  # committed entries are in every leader's log, ours too
+            return
+        if msg.done:
+            self._installing = SnapshotRef(msg.last_index, msg.last_term)
+        self._out.snapshot_writes.append(msg)
+
+    def _answer_snapshot(self, chunk: InstallSnapshot, next_offset: int, installed: bool) -> None:
+        last_index, last_term = chunk.last_index, chunk.last_term
+        reply = InstallSnapshotResponse(
+            self.node_id, chunk.src, self.term, last_index, last_term, next_offset, installed
+        )
+        self._send(reply)
+
+    def _restore(self, snapshot: SnapshotRef) -> None:
+        """Take an installed snapshot as our log's base (Figure 13, receiver steps 6-8)."""
+        if snapshot.index <= self.log.snapshot_index:
+            return
+        self.log.restore(snapshot.index, snapshot.term)
+        self.commit_index = max(self.commit_index, snapshot.index)
+        # Committed entries match every leader's log, so the snapshot is verified too.
+        self._verified_index = max(self._verified_index, snapshot.index)
+        self._acked_index = max(self._acked_index, snapshot.index)
+        if self.applied_index < snapshot.index:
+            self.applied_index = snapshot.index
+            self._out.restore = snapshot
 
     def _reject_append(self, msg: AppendEntries) -> None:
         prev = msg.prev_log_index
@@ -420,6 +492,8 @@ class RaftCore:
         match msg:
             case AppendEntriesResponse():
                 self._on_append_response(msg)
+            case InstallSnapshotResponse():
+                self._on_snapshot_response(msg)
             case RequestVote():
                 self._on_request_vote(msg)
             case ProposeRequest():
@@ -472,12 +546,28 @@ class RaftCore:
         if msg.success:
             if pr.acknowledge(msg.match_index):
                 self._maybe_commit()
-            if pr.probing and msg.match_index >= pr.next - 1:
+            if pr.snapshot is not None and pr.match >= self.log.snapshot_index:
+                pr.become_probe(pr.match + 1)  # caught up some other way: the log serves it again
+            elif pr.probing and pr.snapshot is None and msg.match_index >= pr.next - 1:
                 pr.become_replicate()  # the probe found where our logs agree
             self._maybe_send_timeout_now()
-        else:
+        elif pr.snapshot is None:
             self._on_append_rejected(pr, msg)
         self._release_reads()
+
+    def _on_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
+        pr = self._progress[msg.src]
+        pr.recent_active = True
+        if msg.installed:
+            if pr.acknowledge(msg.last_index):
+                self._maybe_commit()
+            if pr.snapshot is not None and pr.match >= pr.snapshot[0]:
+                pr.become_probe(pr.match + 1)
+            self._maybe_send_timeout_now()
+        elif pr.snapshot == (msg.last_index, msg.last_term):
+            pr.snapshot_offset = msg.next_offset
+            pr.paused = False
+            pr.stalled_ticks = 0
 
     def _on_append_rejected(self, pr: Progress, msg: AppendEntriesResponse) -> None:
         rejected = msg.match_index
@@ -517,7 +607,9 @@ class RaftCore:
     def _broadcast_heartbeat(self) -> None:
         self._seq += 1
         for peer, pr in self._progress.items():
-            if pr.probing:
+            if pr.snapshot is not None:
+                self._check_snapshot_stall(pr)
+            elif pr.probing:
                 pr.paused = False
             elif pr.inflight:
                 pr.stalled_ticks += self.config.heartbeat_ticks
@@ -526,6 +618,19 @@ class RaftCore:
             # Always empty, so a follower answers at once: CheckQuorum and ReadIndex never
             # wait on a follower's fsync. A probe due now goes out with the next flush.
             self._send_empty_append(peer, pr)
+
+    def _check_snapshot_stall(self, pr: Progress) -> None:
+        """Resend a chunk that went unanswered for two heartbeats; restart an outdated snapshot."""
+        if not pr.paused:
+            return
+        pr.stalled_ticks += self.config.heartbeat_ticks
+        if pr.stalled_ticks < 2 * self.config.heartbeat_ticks:
+            return
+        pr.stalled_ticks = 0
+        pr.paused = False
+        latest = self._snapshot
+        if latest is not None and pr.snapshot != (latest.index, latest.term):
+            pr.become_snapshot((latest.index, latest.term))  # the old file may be gone
 
     def _flush_leader(self) -> None:
         """Send what accumulated during this batch of inputs: entries, commit, read rounds."""
@@ -546,6 +651,7 @@ class RaftCore:
             return True
         return any(
             (pr.next <= self.log.last_index and pr.can_send(self.config.max_inflight))
+            or (pr.snapshot is not None and not pr.paused)
             or (pr.sent_commit < self.commit_index and not pr.inflight)
             for pr in self._progress.values()
         )
@@ -553,6 +659,11 @@ class RaftCore:
     def _send_append(self, peer: int, pr: Progress, require_entries: bool = False) -> bool:
         if not pr.can_send(self.config.max_inflight):
             return False
+        if pr.snapshot is None and pr.next <= self.log.snapshot_index and self._snapshot is not None:
+            pr.become_snapshot((self._snapshot.index, self._snapshot.term))  # its next entries are compacted
+        if pr.snapshot is not None:
+            self._send_snapshot_chunk(peer, pr)
+            return True
         cfg = self.config
         entries = self.log.batch(pr.next, cfg.max_entries_per_message, cfg.max_bytes_per_message)
         if not entries and (require_entries or not pr.probing):
@@ -562,9 +673,20 @@ class RaftCore:
         pr.sent(entries[-1].index if entries else prev)
         return True
 
+    def _send_snapshot_chunk(self, peer: int, pr: Progress) -> None:
+        assert pr.snapshot is not None
+        snapshot = SnapshotRef(*pr.snapshot)
+        self._out.snapshot_sends.append(SnapshotSend(peer, self.term, snapshot, pr.snapshot_offset))
+        pr.paused = True  # one chunk in flight
+        pr.stalled_ticks = 0
+
     def _send_empty_append(self, peer: int, pr: Progress) -> None:
-        """A heartbeat anchored at matchIndex, which the follower is known to hold."""
-        self._send_append_message(peer, pr, min(pr.match, self.log.last_index), ())
+        """A heartbeat anchored at matchIndex, which the follower is known to hold.
+
+        Below the log's start (the follower awaits a snapshot) it is anchored at
+        the snapshot: a follower without it rejects, which still confirms the term."""
+        anchor = max(pr.match, self.log.snapshot_index)
+        self._send_append_message(peer, pr, min(anchor, self.log.last_index), ())
 
     def _send_append_message(self, peer: int, pr: Progress, prev: int, entries: tuple[Entry, ...]) -> None:
         term = self.log.term_at(prev)
@@ -617,3 +739,7 @@ class RaftCore:
 
     def _send(self, msg: Message) -> None:
         self._out.messages.append(msg)
+
+
+def _index_of(snapshot: SnapshotRef) -> int:
+    return snapshot.index

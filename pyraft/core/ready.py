@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pyraft.core.messages import Entry, HardState, Message
+from pyraft.core.messages import Entry, HardState, InstallSnapshot, Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,25 @@ class RequestFailed:
     leader_hint: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRef:
+    """A snapshot, named by the last log entry it covers."""
+
+    index: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSend:
+    """Read the chunk of snapshot ``snapshot`` at ``offset`` and send it to ``peer`` as an
+    InstallSnapshot of ``term``. The core has no files, so the caller fills in the bytes."""
+
+    peer: int
+    term: int
+    snapshot: SnapshotRef
+    offset: int
+
+
 @dataclass(slots=True)
 class Ready:
     """One batch of effects, to be handled in this order:
@@ -48,6 +67,12 @@ class Ready:
        acknowledges an entry before ``persisted`` says so.
     4. ``committed``: apply in order.
     5. ``read_states`` / ``proposals`` / ``failed``: complete waiting requests.
+
+    Snapshots (follower): ``snapshot_writes`` are chunks to store, in order
+    after ``entries``; report each with ``snapshot_chunk_stored``. ``restore``
+    (if not None) names an installed snapshot the state machine must load
+    before it applies ``committed``. Leader: ``snapshot_sends`` are chunks to
+    read and send (best effort, like messages).
     """
 
     hard_state: HardState | None = None
@@ -57,6 +82,9 @@ class Ready:
     read_states: list[ReadState] = field(default_factory=list)
     proposals: list[ProposalAccepted] = field(default_factory=list)
     failed: list[RequestFailed] = field(default_factory=list)
+    snapshot_sends: list[SnapshotSend] = field(default_factory=list)
+    snapshot_writes: list[InstallSnapshot] = field(default_factory=list)
+    restore: SnapshotRef | None = None
 
     def __bool__(self) -> bool:
         return bool(
@@ -67,4 +95,7 @@ class Ready:
             or self.read_states
             or self.proposals
             or self.failed
+            or self.snapshot_sends
+            or self.snapshot_writes
+            or self.restore is not None
         )

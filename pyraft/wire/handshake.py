@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 # Bumped whenever the codec's tag table or a message's field list changes, so
 # mismatched builds refuse each other instead of misreading each other.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: InstallSnapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,9 @@ from typing import Any
 
 from pyraft.core.config import Config
 from pyraft.core.errors import RaftError
-from pyraft.core.messages import Entry, HardState, Message
+from pyraft.core.messages import Entry, HardState, InstallSnapshot, Message
 from pyraft.core.raft import RaftCore, Role
-from pyraft.core.ready import Ready
+from pyraft.core.ready import Ready, SnapshotRef, SnapshotSend
 
 from .invariants import (
     InvariantViolation,
@@ -34,19 +34,24 @@ from .invariants import (
     check_read_index,
 )
 from .network import Network, NetworkFaults
+from .snapshots import Receiver, SimSnapshot
 
 TICK = 10  # simulated time units per logical tick
 FULL_CHECK_EVERY = 250  # events between whole-state re-checks
 DEFAULT_FAULT_TICKS = 450
 CLIENT_TIMEOUT = 50  # ticks before a client gives up on a calm-phase proposal and resubmits it
 
-CoreFactory = Callable[[Config, random.Random, HardState, Sequence[Entry]], RaftCore]
+CoreFactory = Callable[[Config, random.Random, HardState, Sequence[Entry], SnapshotRef | None], RaftCore]
 
 
 def real_core(
-    config: Config, rng: random.Random, hard_state: HardState, entries: Sequence[Entry]
+    config: Config,
+    rng: random.Random,
+    hard_state: HardState,
+    entries: Sequence[Entry],
+    snapshot: SnapshotRef | None,
 ) -> RaftCore:
-    return RaftCore(config, rng, hard_state=hard_state, entries=entries)
+    return RaftCore(config, rng, hard_state=hard_state, entries=entries, snapshot=snapshot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +94,9 @@ class Swarm:
     skew: int  # max ticks-period skew per node, in time units
     max_downtime: int  # ticks before a crashed node is restarted by its supervisor
     max_partition: int  # ticks before a partition heals by itself
+    snapshot_every: int  # applied entries between a node's snapshots (0: never)
+    snapshot_delay: int  # max time units a snapshot takes to write (a crash may cut it short)
+    chunk_size: int  # bytes per InstallSnapshot chunk
 
     @staticmethod
     def draw(rng: random.Random) -> Swarm:
@@ -107,6 +115,9 @@ class Swarm:
             skew=rng.choice((1, 1, 3)),
             max_downtime=rng.choice((20, 100)),
             max_partition=rng.choice((20, 100)),
+            snapshot_every=rng.choice((0, 3, 10, 40)),
+            snapshot_delay=rng.choice((1, 30, 200)),
+            chunk_size=rng.choice((64, 512, 1 << 16)),
         )
 
 
@@ -165,10 +176,21 @@ class ClientOp:
 
 @dataclass(slots=True)
 class Store:
-    """What survives a crash: the hard state and the fsynced entries."""
+    """What survives a crash: the hard state, the latest snapshot and the fsynced log after it."""
 
     hard_state: HardState = field(default_factory=HardState)
-    entries: list[Entry] = field(default_factory=list)
+    snapshot: SimSnapshot = field(default_factory=lambda: SimSnapshot(0, 0, ()))
+    entries: list[Entry] = field(default_factory=list)  # indexes snapshot.index + 1, ...
+
+    def full(self) -> list[Entry]:
+        """The whole durable log as the invariants see it: the snapshot's prefix, then the log."""
+        return [*self.snapshot.entries, *self.entries]
+
+    def term_at(self, index: int) -> int | None:
+        if index == self.snapshot.index:
+            return self.snapshot.term
+        position = index - self.snapshot.index - 1
+        return self.entries[position].term if 0 <= position < len(self.entries) else None
 
 
 @dataclass(slots=True)
@@ -181,7 +203,9 @@ class SimNode:
     store: Store = field(default_factory=Store)
     core: RaftCore | None = None
     incarnation: int = 0
-    writes: deque[list[Entry]] = field(default_factory=deque)
+    writes: deque[list[Entry] | InstallSnapshot] = field(default_factory=deque)
+    receiver: Receiver = field(default_factory=Receiver)
+    snapshotting: bool = False
     last_write_done: int = 0
     applied: list[Entry] = field(default_factory=list)
     commit_seen: int = 0
@@ -192,6 +216,8 @@ class SimNode:
 
     def reset_volatile(self) -> None:
         self.writes.clear()
+        self.receiver = Receiver()
+        self.snapshotting = False
         self.applied = []
         self.commit_seen = 0
         self.was_leader_in = -1
@@ -287,7 +313,7 @@ class Cluster:
 
     def _loop(self) -> None:
         deadline = (self.sim.fault_ticks + self.sim.calm_ticks) * TICK
-        progress, progress_at = (-1, -1, -1), 0
+        progress, progress_at = (-1, -1, -1, -1), 0
         while True:
             event = heapq.heappop(self.heap)[2]
             self.now = event.time
@@ -341,22 +367,50 @@ class Cluster:
         node = self.nodes[event.node]
         if node.core is None or event.payload != node.incarnation:
             return ()  # the write died with the crashed incarnation
-        entries = node.writes.popleft()
-        self._store(node, entries)
-        node.core.persisted(entries[-1].index, entries[-1].term)
+        item = node.writes.popleft()
+        if isinstance(item, InstallSnapshot):
+            next_offset, installed = self._store_chunk(node, item)
+            node.core.snapshot_chunk_stored(item, next_offset, installed)
+        else:
+            self._store(node, item)
+            node.core.persisted(item[-1].index, item[-1].term)
         return (node.node_id,)
+
+    def _store_write(self, node: SimNode, item: list[Entry] | InstallSnapshot) -> None:
+        if isinstance(item, InstallSnapshot):
+            self._store_chunk(node, item)
+        else:
+            self._store(node, item)
 
     def _store(self, node: SimNode, entries: list[Entry]) -> None:
         """Make one Ready's entries durable the way storage does: truncate at the first, then append."""
-        stored = node.store.entries
+        stored, base = node.store.entries, node.store.snapshot.index
         first = entries[0].index
-        if first > len(stored) + 1:
+        if first > base + len(stored) + 1 or first <= base:
             raise InvariantViolation(
-                "Ready Contract", f"node {node.node_id} writes from {first}, store ends at {len(stored)}"
+                "Ready Contract",
+                f"node {node.node_id} writes from {first}, store holds {base + 1}..{base + len(stored)}",
             )
-        del stored[first - 1 :]
+        del stored[first - base - 1 :]
         stored.extend(entries)
         self.monitor.durable_changed(first, self._durable())
+
+    def _store_chunk(self, node: SimNode, chunk: InstallSnapshot) -> tuple[int, bool]:
+        """Storage's InstallSnapshot half: take the chunk; a completed snapshot replaces the log's base."""
+        ref = SnapshotRef(chunk.last_index, chunk.last_term)
+        next_offset, snapshot = node.receiver.accept(ref, chunk.offset, chunk.data, chunk.done)
+        self.stats["snapshot_bytes_taken"] += max(0, next_offset - chunk.offset) if snapshot is None else 1
+        if snapshot is None:
+            return next_offset, False
+        store = node.store
+        if snapshot.index > store.snapshot.index:
+            # Figure 13: keep the log after the snapshot only if it holds the snapshot's last entry.
+            keep = store.term_at(snapshot.index) == snapshot.term
+            store.entries = store.entries[snapshot.index - store.snapshot.index :] if keep else []
+            store.snapshot = snapshot
+            self.stats["snapshot_installed"] += 1
+            self.monitor.durable_changed(1, self._durable())
+        return next_offset, True
 
     def _on_client(self, event: Event) -> Sequence[int]:
         if not self.calm:
@@ -438,7 +492,7 @@ class Cluster:
     def _torn_writes(self, node: SimNode) -> None:
         """Writes in flight at a crash may still land (in order) though the core never heard of it."""
         while node.writes and self.rng.random() < self.swarm.torn_crash:
-            self._store(node, node.writes.popleft())
+            self._store_write(node, node.writes.popleft())
             self.stats["torn_write"] += 1
 
     def _fault_crash_leader(self) -> Sequence[int]:
@@ -455,7 +509,11 @@ class Cluster:
     def _boot(self, node: SimNode) -> None:
         """A new incarnation sees only what its store made durable."""
         node.reset_volatile()
-        node.core = self.core_factory(node.config, node.rng, node.store.hard_state, tuple(node.store.entries))
+        store = node.store
+        snapshot = store.snapshot.ref if store.snapshot.index else None
+        node.core = self.core_factory(node.config, node.rng, store.hard_state, tuple(store.entries), snapshot)
+        node.applied = list(store.snapshot.entries)  # a restart loads the snapshot, then replays the log
+        node.commit_seen = store.snapshot.index
 
     def _fault_split(self) -> Sequence[int]:
         ids = sorted(self.nodes)
@@ -591,18 +649,103 @@ class Cluster:
                 f"stored {node.store.hard_state}, core ({core.term}, {core.voted_for})",
             )
         self._send(node, ready.messages)
+        self._send_snapshots(node, ready.snapshot_sends)
         if ready.entries:
-            node.writes.append(list(ready.entries))
-            node.last_write_done = max(
-                self.now + self.rng.randint(1, self.swarm.max_fsync), node.last_write_done
-            )
-            self.schedule(node.last_write_done - self.now, "fsync", node.node_id, node.incarnation)
+            self._queue_write(node, list(ready.entries))
+        for chunk in ready.snapshot_writes:
+            self._queue_write(node, chunk)
+        if ready.restore is not None:
+            self._restore(node, ready.restore)
         for entry in ready.committed:
             self._apply(node, entry)
         self._complete_requests(node, ready)
+        self._maybe_snapshot(node, core)
+
+    def _queue_write(self, node: SimNode, item: list[Entry] | InstallSnapshot) -> None:
+        """Writes complete in order, each after a random fsync delay."""
+        node.writes.append(item)
+        node.last_write_done = max(self.now + self.rng.randint(1, self.swarm.max_fsync), node.last_write_done)
+        self.schedule(node.last_write_done - self.now, "fsync", node.node_id, node.incarnation)
+
+    # ------------------------------------------------------------ snapshots
+
+    def _send_snapshots(self, node: SimNode, sends: Sequence[SnapshotSend]) -> None:
+        """A leader's chunk requests: read them from its stored snapshot (gone if it was replaced)."""
+        for send in sends:
+            snapshot = node.store.snapshot
+            if snapshot.ref != send.snapshot:
+                self.stats["snapshot_chunk_gone"] += 1
+                continue
+            data = snapshot.encode()
+            chunk = data[send.offset : send.offset + self.swarm.chunk_size]
+            done = send.offset + len(chunk) >= len(data)
+            msg = InstallSnapshot(
+                node.node_id, send.peer, send.term, snapshot.index, snapshot.term, send.offset, chunk, done
+            )
+            self.stats["snapshot_chunk_sent"] += 1
+            self._send(node, [msg])
+
+    def _restore(self, node: SimNode, ref: SnapshotRef) -> None:
+        """The state machine loads the installed snapshot: its entries must be the committed prefix."""
+        snapshot = node.store.snapshot
+        if snapshot.ref != ref:
+            raise InvariantViolation(
+                "Ready Contract", f"node {node.node_id} restores {ref}, store has {snapshot.ref}"
+            )
+        for position, entry in enumerate(snapshot.entries):
+            if position < len(node.applied):
+                if node.applied[position] != entry:
+                    raise InvariantViolation(
+                        "State Machine Safety",
+                        f"node {node.node_id} restores {entry} over applied {node.applied[position]}",
+                    )
+            else:
+                self._apply(node, entry)
+        self.stats["snapshot_restored"] += 1
+
+    def _maybe_snapshot(self, node: SimNode, core: RaftCore) -> None:
+        """Snapshot the applied state now and then; it becomes durable after a delay (a crash loses it)."""
+        every = self.swarm.snapshot_every
+        applied = len(node.applied)
+        if not every or node.snapshotting or applied - node.store.snapshot.index < every:
+            return
+        if applied > core.log.stable_index:
+            return  # a snapshot only ever covers entries this node holds durably
+        snapshot = SimSnapshot(applied, core.log.term_at(applied), tuple(node.applied))
+        node.snapshotting = True
+        self.schedule(
+            self.rng.randint(1, self.swarm.snapshot_delay),
+            "snapshot",
+            node.node_id,
+            (node.incarnation, snapshot),
+        )
+
+    def _on_snapshot(self, event: Event) -> Sequence[int]:
+        node = self.nodes[event.node]
+        incarnation, snapshot = event.payload
+        if node.core is None or incarnation != node.incarnation:
+            return ()  # the write died with the crash: the log still holds everything
+        node.snapshotting = False
+        store = node.store
+        if snapshot.index <= store.snapshot.index:
+            return ()  # an installed snapshot overtook it
+        if store.term_at(snapshot.index) != snapshot.term:
+            raise InvariantViolation(
+                "Snapshot", f"node {node.node_id} snapshots {snapshot.ref} but its store disagrees there"
+            )
+        store.entries = store.entries[snapshot.index - store.snapshot.index :]
+        store.snapshot = snapshot
+        node.core.snapshot_saved(snapshot.index, snapshot.term)
+        node.core.compact(snapshot.index)
+        self.stats["snapshot_taken"] += 1
+        return (node.node_id,)
 
     def _observe_write(self, node: SimNode, core: RaftCore, entries: Sequence[Entry]) -> None:
         first, last = entries[0].index, entries[-1].index
+        if first <= core.log.snapshot_index:
+            raise InvariantViolation(
+                "Ready Contract", f"node {node.node_id} writes {first} below its snapshot"
+            )
         if last != core.log.last_index or core.log.slice(first, last + 1) != list(entries):
             raise InvariantViolation(
                 "Ready Contract",
@@ -619,7 +762,7 @@ class Cluster:
                 f"log ends at {core.log.last_index})",
             )
         if commit > node.commit_seen:
-            entries = core.log.slice(node.commit_seen + 1, commit + 1)
+            entries = self._log(node.node_id)[node.commit_seen : commit]
             self.monitor.commit(node.node_id, core.term, entries, self._durable())
             node.commit_seen = commit
             self._maybe_crash_after_commit(node, core)
@@ -662,11 +805,18 @@ class Cluster:
     # ------------------------------------------------------------ checks
 
     def _durable(self) -> dict[int, Log]:
-        return {nid: node.store.entries for nid, node in self.nodes.items()}
+        return {nid: node.store.full() for nid, node in self.nodes.items()}
 
     def _log(self, nid: int) -> list[Entry]:
+        """The node's whole log: its snapshot's entries, then the in-memory log after it."""
         core = self._core(nid)
-        return core.log.slice(1, core.log.last_index + 1)
+        snapshot = self.nodes[nid].store.snapshot
+        if snapshot.index != core.log.snapshot_index:
+            raise InvariantViolation(
+                "Snapshot",
+                f"node {nid}: core log starts after {core.log.snapshot_index}, store after {snapshot.index}",
+            )
+        return [*snapshot.entries, *core.log.slice(core.log.first_index, core.log.last_index + 1)]
 
     def _check_roles(self) -> None:
         """Election Safety for whoever leads now; Leader Completeness for whoever just became leader."""
@@ -716,14 +866,15 @@ class Cluster:
 
     # ------------------------------------------------------------ liveness
 
-    def _progress(self) -> tuple[int, int, int]:
-        """Changes whenever anything is committed, applied or made durable anywhere.
+    def _progress(self) -> tuple[int, int, int, int]:
+        """Changes whenever anything is committed, applied or made durable anywhere (snapshot chunks too).
 
         Durable writes count: a new leader may first have to replicate a long
         backlog, one small message at a time, before its no-op can commit."""
         nodes = self.nodes.values()
         applied = sum(len(node.applied) for node in nodes)
-        return self.monitor.max_committed, applied, sum(len(node.store.entries) for node in nodes)
+        durable = sum(len(node.store.full()) for node in nodes)
+        return self.monitor.max_committed, applied, durable, self.stats["snapshot_bytes_taken"]
 
     def _live(self) -> bool:
         """One leader everybody follows, and every calm proposal applied on every node."""

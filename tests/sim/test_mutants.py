@@ -14,7 +14,7 @@ import pytest
 from pyraft.core.config import Config
 from pyraft.core.messages import Entry, HardState
 from pyraft.core.raft import RaftCore
-from pyraft.core.ready import Ready
+from pyraft.core.ready import Ready, SnapshotRef
 
 from .cluster import Cluster, CoreFactory, SimConfig, SimulationFailure
 
@@ -32,13 +32,17 @@ class AcksBeforeFsync(RaftCore):
         return out
 
 
-def acks_before_fsync(cfg: Config, rng: random.Random, hs: HardState, entries: Sequence[Entry]) -> RaftCore:
-    return AcksBeforeFsync(cfg, rng, hs, entries)
+def acks_before_fsync(
+    cfg: Config, rng: random.Random, hs: HardState, entries: Sequence[Entry], snapshot: SnapshotRef | None
+) -> RaftCore:
+    return AcksBeforeFsync(cfg, rng, hs, entries, snapshot)
 
 
-def loses_tail(cfg: Config, rng: random.Random, hs: HardState, entries: Sequence[Entry]) -> RaftCore:
+def loses_tail(
+    cfg: Config, rng: random.Random, hs: HardState, entries: Sequence[Entry], snapshot: SnapshotRef | None
+) -> RaftCore:
     """A store that drops its last few fsynced entries on every restart (a lying disk cache)."""
-    return RaftCore(cfg, rng, hs, entries[:-5])
+    return RaftCore(cfg, rng, hs, entries[:-5], snapshot)
 
 
 @pytest.mark.parametrize("nodes", [3, 5])
