@@ -10,13 +10,21 @@ The store keeps the log of *effective* records with their offsets (accepted
 records, a NoOpRecord per leader no-op), which ``fetch`` serves KRaft-style and
 ``replay`` turns back into an identical store. Identical repeats of a create
 ("ok", existing record returned) change nothing and are not logged either.
+
+Snapshots (the StateMachine's ``capture`` / ``restore`` / ``compact``): once a
+durable snapshot covers the log up to some offset, ``compact`` drops the
+records it covers, so the log held in memory is bounded by the snapshot
+interval. A fetch from below that point is answered, as KRaft's Fetch is, with
+the offset the snapshot ends at instead of records: the fetcher loads the
+snapshot (snapshot_serving) and fetches on after it. A restored store's log
+likewise starts after its snapshot.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import msgpack
@@ -41,8 +49,10 @@ from pyraft.metadata.records import (
     TopicRecord,
     record_from_json,
 )
+from pyraft.metadata.snapshot import Image, decode_image, encode_image
 from pyraft.metadata.store_rules import decide
 from pyraft.metadata.store_state import MetadataState
+from pyraft.metadata.store_tables import IdempotencyMemory
 from pyraft.statemachine import CommandError
 
 IDEMPOTENCY_KEYS = 100_000  # remembered outcomes, evicted in apply order
@@ -54,10 +64,10 @@ class MetadataStore:
     def __init__(self, idempotency_keys: int = IDEMPOTENCY_KEYS) -> None:
         self.applied_index = 0
         self.state = MetadataState()
-        self._log_offsets: list[int] = []
+        self._log_offsets: list[int] = []  # effective records after _snapshot_end, in log order
         self._log_records: list[Record] = []
-        self._seen: OrderedDict[str, bytes] = OrderedDict()
-        self._max_keys = idempotency_keys
+        self._snapshot_end = 0  # the last offset covered by the snapshot that replaced the log before it
+        self._memory = IdempotencyMemory(idempotency_keys)
 
     # --- StateMachine -----------------------------------------------------------------------
     def apply(self, index: int, command: bytes) -> bytes:
@@ -102,38 +112,97 @@ class MetadataStore:
 
     def replay_record(self, offset: int, record: Record) -> None:
         """Install an already-effective record (from ``fetch``) without validation, as a KRaft broker does."""
-        self.state.install(record)
         self._append(offset, record)
+        self.state.install(record)
         self.applied_index = max(self.applied_index, offset)
 
-    # --- snapshots (pyraft.metadata.snapshot) --------------------------------------------------
+    def load_snapshot(self, records: Iterable[Record], end_offset: int) -> None:
+        """Become the state a snapshot's records describe at ``end_offset``, as a fetching broker does.
+
+        The records are a snapshot's (snapshot_serving pages them out);
+        whatever this store held is replaced, its log starts after
+        ``end_offset`` and the idempotency memory starts empty (it is the
+        controller's, not part of what brokers fetch)."""
+        state = MetadataState()
+        for record in records:
+            state.install(record)
+        self._install(end_offset, state, IdempotencyMemory(self._memory.capacity))
+
+    def capture(self) -> Callable[[], bytes]:
+        """Freeze the state at ``applied_index``; the returned function encodes it (worker thread).
+
+        Runs in the event loop, so it copies references only: the state's dicts
+        and the copy-on-write tables (store_tables) cost O(topics + brokers),
+        not O(partitions). The encoder reads nothing but that copy, so applies
+        may go on while it runs."""
+        image = Image(self.applied_index, self.state.copy(), self._memory.frozen(), self._memory.capacity)
+        return partial(encode_image, image)
+
+    def restore(self, data: bytes) -> Callable[[], None]:
+        """Decode a snapshot into new objects (worker thread); the returned function swaps them in.
+
+        Raises CommandError for bytes that are not a metadata snapshot."""
+        try:
+            image = decode_image(data)
+        except RecordError as exc:
+            raise CommandError(f"not a metadata snapshot: {exc}") from exc
+        memory = IdempotencyMemory.of(image.capacity, image.remembered)
+        return partial(self._install, image.applied_index, image.state, memory)
+
+    def compact(self, index: int) -> None:
+        """A durable snapshot covers the log up to ``index``: drop the records at or before it.
+
+        A fetch after an offset below ``index`` is then answered with
+        ``snapshotEndOffset`` (see ``fetch``). An older snapshot than one
+        already compacted to changes nothing."""
+        if index > self.applied_index:
+            raise ValueError(f"a snapshot cannot cover {index}: only {self.applied_index} is applied")
+        if index <= self._snapshot_end:
+            return
+        cut = bisect.bisect_right(self._log_offsets, index)
+        del self._log_offsets[:cut]
+        del self._log_records[:cut]
+        self._snapshot_end = index
+
+    def install_image(self, image: Image) -> None:
+        """Become the state ``image`` holds (``restore`` without the byte codec)."""
+        memory = IdempotencyMemory.of(image.capacity, image.remembered)
+        self._install(image.applied_index, image.state, memory)
+
+    def _install(self, applied_index: int, state: MetadataState, memory: IdempotencyMemory) -> None:
+        self.applied_index, self.state, self._memory = applied_index, state, memory
+        self._log_offsets, self._log_records = [], []
+        self._snapshot_end = applied_index
+
+    @property
+    def snapshot_end_offset(self) -> int:
+        """The last offset the snapshot that replaced the log's beginning covers (0: nothing replaced)."""
+        return self._snapshot_end
+
+    @property
+    def log_start_offset(self) -> int:
+        """The first offset whose record (if it has one) the log still holds, KRaft's logStartOffset."""
+        return self._snapshot_end + 1
+
     @property
     def idempotency_capacity(self) -> int:
         """How many idempotency keys are remembered; part of a snapshot, as it decides eviction."""
-        return self._max_keys
+        return self._memory.capacity
 
     def remembered_outcomes(self) -> list[tuple[str, bytes]]:
-        """The idempotency memory oldest first (the eviction order), for a snapshot."""
-        return list(self._seen.items())
-
-    def remember_outcomes(self, remembered: Iterable[tuple[str, bytes]]) -> None:
-        """Refill the idempotency memory from a snapshot, oldest first, keeping the newest on overflow."""
-        for key, outcome in remembered:
-            self._seen[key] = outcome
-            self._seen.move_to_end(key)
-            if len(self._seen) > self._max_keys:
-                self._seen.popitem(last=False)
+        """The idempotency memory oldest first (the eviction order)."""
+        return self._memory.items()
 
     def _apply_remembered(self, index: int, cmd: MetadataCommand) -> bytes:
         """Thesis 6.3: a key seen before gets its first outcome back and changes nothing."""
         key = cmd.idempotency_key
-        if key is not None and key in self._seen:
-            return self._seen[key]
+        if key is not None:
+            remembered = self._memory.get(key)
+            if remembered is not None:
+                return remembered
         result = encode_outcome(self._decide_and_install(index, cmd.record))
         if key is not None:
-            self._seen[key] = result
-            if len(self._seen) > self._max_keys:
-                self._seen.popitem(last=False)
+            self._memory.remember(key, result)
         return result
 
     def _decide_and_install(self, index: int, record: Record) -> Outcome:
@@ -160,8 +229,9 @@ class MetadataStore:
         return record.to_json()
 
     def _append(self, offset: int, record: Record) -> None:
-        if self._log_offsets and offset <= self._log_offsets[-1]:
-            raise ValueError(f"log offset {offset} is not after {self._log_offsets[-1]}")
+        last = self._log_offsets[-1] if self._log_offsets else self._snapshot_end
+        if offset <= last:
+            raise ValueError(f"log offset {offset} is not after {last}")
         self._log_offsets.append(offset)
         self._log_records.append(record)
 
@@ -197,12 +267,13 @@ class MetadataStore:
 
         Several topics may use one partitionId: callers naming only a
         partitionId get all of them and must say so rather than guess."""
-        keys = sorted(self.state.partitions)
-        return [
-            self.state.partition_view(self.state.partitions[(t, p)])
-            for (t, p) in keys
-            if (partition_id is None or p == partition_id) and (topic_id is None or t == topic_id)
-        ]
+        table = self.state.partitions
+        topics = table.topic_ids() if topic_id is None else [topic_id]
+        if partition_id is None:
+            found = [p for t in topics for p in table.of_topic(t)]
+        else:
+            found = [p for t in topics if (p := table.find((t, partition_id))) is not None]
+        return [self.state.partition_view(p) for p in found]
 
     def producers(self) -> list[dict[str, Any]]:
         """All producer registrations, sorted by (brokerId, producerId)."""
@@ -221,11 +292,21 @@ class MetadataStore:
         """Effective records after ``offset`` in log order, ``highWatermark`` and ``more``.
 
         Each record is ``{offset, apiKey, version, type, record}``; page by
-        fetching again from the last returned offset while ``more`` is true."""
+        fetching again from the last returned offset while ``more`` is true.
+        When records after ``offset`` were compacted away the answer has no
+        records, ``more`` true and ``snapshotEndOffset``: load the snapshot
+        that ends there, then fetch again after that offset."""
         if type(offset) is not int or (
             max_records is not None and (type(max_records) is not int or max_records < 0)
         ):
             raise ValueError("offset must be an int and maxRecords a non-negative int or None")
+        if offset < self._snapshot_end:
+            return {
+                "records": [],
+                "highWatermark": self.applied_index,
+                "more": True,
+                "snapshotEndOffset": self._snapshot_end,
+            }
         start = bisect.bisect_right(self._log_offsets, offset)
         end = (
             len(self._log_offsets)
@@ -244,21 +325,27 @@ class MetadataStore:
         return dict(sorted(self.state.features.items()))
 
     def dump(self) -> dict[str, Any]:
-        """The whole replicated state (not the idempotency memory), for comparing stores."""
+        """The whole replicated state and the log held (not the idempotency memory), for comparing stores."""
         return {
             "appliedIndex": self.applied_index,
             "features": self.features(),
             "producers": self.producers(),
-            "log": self.fetch(0)["records"],
+            "log": [_fetched(o, r) for o, r in zip(self._log_offsets, self._log_records, strict=True)],
             **self.client_metadata(),
         }
 
 
-def replay(records: Iterable[Mapping[str, Any]], high_watermark: int | None = None) -> MetadataStore:
-    """A fresh store built from fetched records (``{offset, apiKey, record}``), as a KRaft broker would.
+def replay(
+    records: Iterable[Mapping[str, Any]],
+    high_watermark: int | None = None,
+    store: MetadataStore | None = None,
+) -> MetadataStore:
+    """A store built from fetched records (``{offset, apiKey, record}``), as a KRaft broker would.
 
-    ``high_watermark`` (the fetch's) restores ``applied_index`` past trailing rejected commands."""
-    store = MetadataStore()
+    ``high_watermark`` (the fetch's) restores ``applied_index`` past trailing
+    rejected commands. Into a fresh store, or into ``store`` (one that loaded
+    a snapshot with ``replay_snapshot`` goes on with the records after it)."""
+    store = MetadataStore() if store is None else store
     for item in records:
         offset = item.get("offset")
         if type(offset) is not int:
@@ -269,6 +356,19 @@ def replay(records: Iterable[Mapping[str, Any]], high_watermark: int | None = No
         store.replay_record(offset, record_from_json(api_key, item.get("record", {})))
     if high_watermark is not None:
         store.applied_index = max(store.applied_index, high_watermark)
+    return store
+
+
+def replay_snapshot(records: Iterable[Mapping[str, Any]], end_offset: int) -> MetadataStore:
+    """A store holding the state of a fetched snapshot (its ``{apiKey, record}`` pages, in order)."""
+    parsed = []
+    for item in records:
+        api_key = item.get("apiKey")
+        if type(api_key) is not int:
+            raise RecordError(f"snapshot record needs an int apiKey, got {api_key!r}")
+        parsed.append(record_from_json(api_key, item.get("record", {})))
+    store = MetadataStore()
+    store.load_snapshot(parsed, end_offset)
     return store
 
 

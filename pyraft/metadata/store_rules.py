@@ -174,7 +174,7 @@ def _partition(state: MetadataState, index: int, rec: Record) -> Decision:
         return reject(INVALID, problem)
     if rec.topic_id not in state.topics:
         return reject(NOT_FOUND, f"no topic with topicId {rec.topic_id}")
-    existing = state.partitions.get((rec.topic_id, rec.partition_id))
+    existing = state.partitions.find((rec.topic_id, rec.partition_id))
     if existing == rec:
         return Decision(OK, None, state.partition_view(rec), "partition already exists identically")
     if existing is not None:
@@ -214,7 +214,7 @@ def _remove_partition(state: MetadataState, index: int, rec: Record) -> Decision
 def _find_partition(state: MetadataState, topic_id: str, partition_id: int) -> PartitionRecord | Decision:
     if topic_id not in state.topics:
         return reject(NOT_FOUND, f"no topic with topicId {topic_id}")
-    found = state.partitions.get((topic_id, partition_id))
+    found = state.partitions.find((topic_id, partition_id))
     if found is None:
         return reject(NOT_FOUND, f"topic {topic_id} has no partition {partition_id}")
     return found

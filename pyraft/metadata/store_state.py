@@ -25,8 +25,10 @@ from pyraft.metadata.records import (
     TopicRecord,
     UnregisterBrokerRecord,
 )
+from pyraft.metadata.store_tables import PartitionKey, PartitionTable
 
-PartitionKey = tuple[str, int]  # (topicId, partitionId), Kafka's identity
+__all__ = ["MetadataState", "PartitionKey", "ProducerKey", "broker_status", "changed_partition"]
+
 ProducerKey = tuple[int, int]  # (brokerId, producerId)
 
 
@@ -37,13 +39,29 @@ class MetadataState:
     brokers: dict[int, RegisterBrokerRecord] = field(default_factory=dict)
     topics: dict[str, TopicRecord] = field(default_factory=dict)  # by topicId
     topic_ids: dict[str, str] = field(default_factory=dict)  # name -> topicId
-    partitions: dict[PartitionKey, PartitionRecord] = field(default_factory=dict)
+    partitions: PartitionTable = field(default_factory=PartitionTable)
     producers: dict[ProducerKey, ProducerIdsRecord] = field(default_factory=dict)
     features: dict[str, int] = field(default_factory=dict)
 
     def install(self, record: Record) -> None:
         """Apply an effective record's change (dispatch on its type)."""
         _INSTALLERS[type(record)](self, record)
+
+    def copy(self) -> MetadataState:
+        """An independent copy, cheap enough to take in the event loop between two applies.
+
+        Records are frozen, so sharing them is safe; the dicts are copied
+        (brokers, topics and producers number thousands, not millions) and the
+        partition table, which does reach millions, shares its blocks until
+        either side changes one (store_tables)."""
+        return MetadataState(
+            dict(self.brokers),
+            dict(self.topics),
+            dict(self.topic_ids),
+            self.partitions.copy(),
+            dict(self.producers),
+            dict(self.features),
+        )
 
     # --- views ----------------------------------------------------------------------------------
     def broker_view(self, broker: RegisterBrokerRecord) -> dict[str, Any]:
@@ -60,7 +78,7 @@ class MetadataState:
 
     def topic_view(self, topic: TopicRecord) -> dict[str, Any]:
         """``{name, topicId, topicUUID, partitions}`` with the topic's partition ids sorted."""
-        ids = sorted(pid for (tid, pid) in self.partitions if tid == topic.topic_id)
+        ids = self.partitions.ids_of_topic(topic.topic_id)
         return {"name": topic.name, "topicId": topic.topic_id, "topicUUID": topic.topic_id, "partitions": ids}
 
     def partition_view(self, partition: PartitionRecord) -> dict[str, Any]:
@@ -80,7 +98,7 @@ class MetadataState:
 
     def topic_partitions(self, topic_id: str) -> list[PartitionRecord]:
         """A topic's partitions, sorted by partitionId."""
-        return [self.partitions[k] for k in sorted(k for k in self.partitions if k[0] == topic_id)]
+        return self.partitions.of_topic(topic_id)
 
 
 def broker_status(broker: RegisterBrokerRecord) -> str:
@@ -136,8 +154,7 @@ def _remove_topic(state: MetadataState, rec: Record) -> None:
     assert isinstance(rec, RemoveTopicRecord)
     topic = state.topics.pop(rec.topic_id)
     del state.topic_ids[topic.name]
-    for key in [k for k in state.partitions if k[0] == rec.topic_id]:
-        del state.partitions[key]
+    state.partitions.remove_topic(rec.topic_id)
 
 
 def _partition(state: MetadataState, rec: Record) -> None:

@@ -14,6 +14,8 @@ from pyraft.metadata.commands import MetadataCommand
 from pyraft.metadata.records import Record, RecordError
 from pyraft.metadata.snapshot import SECTION_TYPES, SnapshotFormatError, restore_store, snapshot_store
 from pyraft.metadata.store import MetadataStore
+from pyraft.metadata.store_tables import PartitionTable
+from pyraft.statemachine import CommandError
 
 Entry = bytes | None  # a command's bytes, or None for a leader no-op
 
@@ -155,18 +157,22 @@ def test_bytes_do_not_depend_on_dict_order() -> None:
     _, _, store = history(11, 200)
     before = snapshot_store(store)
     st = store.state
-    for name in ("brokers", "topics", "topic_ids", "partitions", "producers", "features"):
+    for name in ("brokers", "topics", "topic_ids", "producers", "features"):
         setattr(st, name, dict(reversed(list(getattr(st, name).items()))))
+    st.partitions = PartitionTable(reversed(list(st.partitions.items())))
     assert snapshot_store(store) == before
 
 
 def test_restored_log_is_empty_and_starts_after_the_snapshot() -> None:
     _, _, store = history(5, 100)
     restored = restore_store(snapshot_store(store))
-    assert restored.applied_index == 100
-    assert restored.fetch(0) == {"records": [], "highWatermark": 100, "more": False}
+    assert restored.applied_index == 100 and restored.log_start_offset == 101
+    below = {"records": [], "highWatermark": 100, "more": True, "snapshotEndOffset": 100}
+    assert restored.fetch(0) == restored.fetch(99) == below
+    assert restored.fetch(100) == {"records": [], "highWatermark": 100, "more": False}
     restored.apply_noop(101)
-    assert [r["offset"] for r in restored.fetch(0)["records"]] == [101]
+    assert [r["offset"] for r in restored.fetch(100)["records"]] == [101]
+    assert restored.fetch(0) == {**below, "highWatermark": 101}
 
 
 def test_checked_restore_agrees_with_the_fast_path() -> None:
@@ -229,3 +235,82 @@ def test_malformed_snapshots_are_refused(mutate: Any) -> None:
 def test_not_msgpack_is_refused() -> None:
     with pytest.raises(RecordError):
         restore_store(b"\xc1")
+
+
+# --------------------------------------------------------------------------- the StateMachine protocol
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_in_place_restore_then_continue_equals_never_snapshotting(seed: int) -> None:
+    """restore() into a live store that was elsewhere: afterwards it is the never-snapshotted store."""
+    n = 300
+    entries, outcomes, reference = history(seed, n)
+    other_entries, _, _ = history(seed + 100, 50)
+    for split in (0, 1, 150, n):
+        source = MetadataStore(idempotency_keys=8)
+        feed(source, entries[:split], 1)
+        target = MetadataStore(idempotency_keys=3)  # another capacity and another state, to be replaced
+        feed(target, other_entries, 1)
+        install = target.restore(source.capture()())
+        install()
+        assert target.applied_index == split and target.log_start_offset == split + 1
+        assert target.idempotency_capacity == 8
+        assert feed(target, entries[split:], split + 1) == outcomes[split:], f"split {split}"
+        assert state_of(target) == state_of(reference)
+        assert target.fetch(split) == reference.fetch(split)
+        assert target.remembered_outcomes() == reference.remembered_outcomes()
+        assert snapshot_store(target) == snapshot_store(reference)
+
+
+def test_capture_is_frozen_while_applies_continue() -> None:
+    """The encoder reads only what capture() copied: later applies (including partition changes,
+    topic removals and forgotten idempotency keys) do not leak into the bytes."""
+    entries, _, _ = history(21, 600)
+    for split in (0, 100, 250, 400):
+        store = MetadataStore(idempotency_keys=8)
+        feed(store, entries[:split], 1)
+        expected = snapshot_store(store)
+        encode = store.capture()
+        feed(store, entries[split:], split + 1)
+        assert encode() == expected, f"split {split}"
+        assert encode() == expected  # and encoding twice gives the same bytes
+
+
+def test_captures_taken_one_after_another_are_each_frozen() -> None:
+    entries, _, reference = history(22, 400)
+    store = MetadataStore(idempotency_keys=8)
+    pending = []
+    for i, entry in enumerate(entries, start=1):
+        feed(store, [entry], i)
+        if i % 37 == 0:
+            pending.append((store.capture(), snapshot_store(store)))
+    assert all(encode() == expected for encode, expected in pending)
+    assert snapshot_store(store) == snapshot_store(reference)
+
+
+def test_restore_does_not_touch_the_live_store_until_installed() -> None:
+    _, _, snapshotted = history(23, 200)
+    entries, _, _ = history(24, 100)
+    store = MetadataStore(idempotency_keys=8)
+    feed(store, entries, 1)
+    before = store.dump()
+    install = store.restore(snapshot_store(snapshotted))
+    assert store.dump() == before
+    install()
+    assert state_of(store) == state_of(snapshotted)
+
+
+@pytest.mark.parametrize("data", [b"\xc1", msgpack.packb([2, 0, [], []]), b""])
+def test_restore_of_other_bytes_is_a_command_error(data: bytes) -> None:
+    store = MetadataStore()
+    with pytest.raises(CommandError):
+        store.restore(data)
+
+
+def test_a_snapshot_with_a_key_remembered_twice_is_refused() -> None:
+    store = MetadataStore()
+    store.apply(1, c.encode_command(MetadataCommand(c.create_topic("t", TOPIC_IDS[0]), "k")))
+    wire = msgpack.unpackb(snapshot_store(store))
+    wire[3][1] = wire[3][1] * 2
+    with pytest.raises(SnapshotFormatError):
+        restore_store(msgpack.packb(wire, use_bin_type=True))
