@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
 from pyraft.actors.node import RaftNode, Timing
+from pyraft.actors.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotPolicy
 from pyraft.core.raft import Role
 from pyraft.http.app import build_app
 from pyraft.http.cluster import ClusterView
@@ -118,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="other nodes' HTTP addresses as ID=HOST:PORT,... (default: each voter's raft port - 1000, "
         "the convention of the local cluster and of the examples)",
     )
+    p.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=DEFAULT_SNAPSHOT_ENTRIES,
+        help="snapshot the metadata and compact the log after this many applied records (0: never)",
+    )
+    p.add_argument(
+        "--snapshot-bytes",
+        type=int,
+        default=DEFAULT_SNAPSHOT_BYTES,
+        help="... or after this many bytes of applied records, whichever comes first",
+    )
     p.add_argument("--log-level", default="INFO", help="logging level")
     p.add_argument(
         "--log-format", choices=LOG_FORMATS, default="text", help="log lines as text or one JSON object each"
@@ -138,6 +151,7 @@ class NodeSettings:
     fsync: bool
     request_timeout: float = DEFAULT_TIMEOUT
     peer_http: tuple[tuple[int, str], ...] = ()
+    snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
     def http_urls(self) -> dict[int, str]:
         """Every voter's HTTP URL: ours, the given ones, else raft port - 1000 on the voter's host."""
@@ -158,6 +172,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
     timing = Timing(args.tick_ms, args.election_timeout_ms, args.heartbeat_ms)
     try:
         timing.ticks()
+        snapshots = SnapshotPolicy(args.snapshot_entries, args.snapshot_bytes)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     return NodeSettings(
@@ -172,6 +187,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         fsync=not args.no_fsync,
         request_timeout=args.request_timeout,
         peer_http=tuple(sorted((args.peer_http or {}).items())),
+        snapshots=snapshots,
     )
 
 
@@ -190,6 +206,7 @@ async def run_node(settings: NodeSettings, context: NodeContext | None = None) -
         ObservedTransport(tcp, metrics, tracker),
         store,
         timing=settings.timing,
+        snapshots=settings.snapshots,
     )
     tracker.log_end = lambda: node.core.log.last_index
     metrics.attach(node, tracker)

@@ -10,12 +10,17 @@ import heapq
 import itertools
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
 
 from pyraft.core.messages import Entry, EntryKind
+from pyraft.core.ready import SnapshotRef
 from pyraft.statemachine import StateMachine
+from pyraft.storage.snapshot import SnapshotMeta
+
+SnapshotLoader = Callable[[], Awaitable[tuple[SnapshotMeta, bytes] | None]]
 
 RECENT_RESULTS = 4096  # results kept for a proposer that learns its index after the apply
 # The applier shares the trio thread with the raft loop: a long run of applies
@@ -35,6 +40,10 @@ class ProposalLost(Exception):
     """The index a proposal was accepted at now holds another term's entry: it was never applied."""
 
 
+class ProposalInSnapshot(Exception):
+    """The proposal's index arrived inside an installed snapshot: it may or may not be in it."""
+
+
 class _Waiter:
     __slots__ = ("error", "event", "result")
 
@@ -45,17 +54,30 @@ class _Waiter:
 
 
 class Applier:
-    def __init__(self, state_machine: StateMachine) -> None:
+    def __init__(
+        self,
+        state_machine: StateMachine,
+        load_snapshot: SnapshotLoader | None = None,
+        *,
+        offload: bool = True,
+    ) -> None:
         self.state_machine = state_machine
+        self._load_snapshot = load_snapshot
+        self._offload = offload
         self.applied_index = 0
+        self.applied_bytes = 0  # command bytes applied since start, for the snapshot trigger
+        self.after_batch: Callable[[], None] = _nothing
         self._recent: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._proposals: dict[int, tuple[int, _Waiter]] = {}
         self._index_waiters: list[tuple[int, int, trio.Event]] = []
         self._order = itertools.count()
 
-    async def run(self, committed: trio.MemoryReceiveChannel[list[Entry]]) -> None:
+    async def run(self, committed: trio.MemoryReceiveChannel[list[Entry] | SnapshotRef]) -> None:
         clock = time.perf_counter
         async for batch in committed:
+            if isinstance(batch, SnapshotRef):
+                await self.restore(batch)
+                continue
             yield_at = clock() + APPLY_SLICE_SECONDS
             for entry in batch:
                 self._apply(entry)
@@ -64,6 +86,7 @@ class Applier:
                     await trio.lowlevel.checkpoint()
                     yield_at = clock() + APPLY_SLICE_SECONDS
             self._wake_index_waiters()
+            self.after_batch()
             await trio.lowlevel.checkpoint()
 
     def _apply(self, entry: Entry) -> None:
@@ -73,6 +96,7 @@ class Applier:
         else:
             self.state_machine.apply_noop(entry.index)
         self.applied_index = entry.index
+        self.applied_bytes += len(entry.data)
         self._recent[entry.index] = (entry.term, result)
         if len(self._recent) > RECENT_RESULTS:
             self._recent.popitem(last=False)
@@ -80,13 +104,34 @@ class Applier:
         if waiting is not None:
             self._settle(waiting[1], waiting[0], entry.index, entry.term, result)
 
+    async def restore(self, snapshot: SnapshotRef) -> None:
+        """Load an installed snapshot in place of applying the entries it covers (Ready.restore)."""
+        if self._load_snapshot is None:
+            raise RuntimeError("a snapshot was installed but this applier cannot load snapshots")
+        loaded = await self._load_snapshot()
+        if loaded is None or (loaded[0].last_index, loaded[0].last_term) != (snapshot.index, snapshot.term):
+            found = None if loaded is None else (loaded[0].last_index, loaded[0].last_term)
+            raise RuntimeError(f"storage holds snapshot {found}, the core installed {snapshot}")
+        if self._offload:
+            install = await trio.to_thread.run_sync(self.state_machine.restore, loaded[1])
+        else:
+            install = self.state_machine.restore(loaded[1])
+        install()
+        self.applied_index = snapshot.index
+        self._recent.clear()
+        for index in [i for i in self._proposals if i <= snapshot.index]:
+            waiter = self._proposals.pop(index)[1]
+            waiter.error = ProposalInSnapshot(f"index {index} arrived inside snapshot {snapshot.index}")
+            waiter.event.set()
+        self._wake_index_waiters()
+
     def watch_proposal(self, index: int, term: int) -> _Waiter:
         """A waiter settled when ``index`` is applied: with its result if it holds ``term``."""
         waiter = _Waiter()
         if index <= self.applied_index:
             seen = self._recent.get(index)
             if seen is None:
-                waiter.error = ProposalLost(f"index {index} was applied too long ago to know")
+                waiter.error = ProposalInSnapshot(f"index {index} was applied too long ago to know")
                 waiter.event.set()
             else:
                 self._settle(waiter, term, index, *seen)
@@ -116,3 +161,7 @@ class Applier:
     def _wake_index_waiters(self) -> None:
         while self._index_waiters and self._index_waiters[0][0] <= self.applied_index:
             heapq.heappop(self._index_waiters)[2].set()
+
+
+def _nothing() -> None:
+    pass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyraft.core.messages import InstallSnapshot
+
 
 @dataclass(frozen=True, slots=True)
 class Tick:
@@ -19,6 +21,24 @@ class Persisted:
 
     index: int
     term: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotStored:
+    """The storage actor took an InstallSnapshot chunk (and installed the snapshot if ``installed``)."""
+
+    chunk: InstallSnapshot
+    next_offset: int
+    installed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSaved:
+    """This node's own snapshot up to (index, term) is durable; the log may be compacted to ``compact_to``."""
+
+    index: int
+    term: int
+    compact_to: int
 
 
 @dataclass(frozen=True, slots=True)

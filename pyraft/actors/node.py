@@ -8,6 +8,7 @@ entries to the storage actor, committed entries to the applier.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -18,22 +19,35 @@ from typing import Any, cast
 
 import trio
 
-from pyraft.actors.applier import Applied, Applier
-from pyraft.actors.events import TICK, Persisted, ProposeCmd, ProposeManyCmd, ReadCmd, Tick, TransferCmd
-from pyraft.actors.storage import StorageActor
+from pyraft.actors.applier import Applied, Applier, ProposalLost
+from pyraft.actors.events import (
+    TICK,
+    Persisted,
+    ProposeCmd,
+    ProposeManyCmd,
+    ReadCmd,
+    SnapshotSaved,
+    SnapshotStored,
+    Tick,
+    TransferCmd,
+)
+from pyraft.actors.snapshots import SnapshotPolicy, Snapshotter
+from pyraft.actors.storage import DiskItem, StorageActor
 from pyraft.core.config import Config
 from pyraft.core.errors import RaftError, RequestLost
-from pyraft.core.messages import Entry, Message
+from pyraft.core.messages import Entry, InstallSnapshot, Message
 from pyraft.core.raft import LEADER_CHANGED, RaftCore, Role
-from pyraft.core.ready import Ready
+from pyraft.core.ready import Ready, SnapshotRef, SnapshotSend
 from pyraft.statemachine import StateMachine
 from pyraft.storage.base import Storage
+from pyraft.storage.snapshot import SnapshotMeta
 from pyraft.transport.base import ClientHandler, Transport
 
 log = logging.getLogger("pyraft.node")
 
 INBOX_SIZE = 65536
 MAX_EVENTS_PER_BATCH = 4096
+SNAPSHOT_SENDS_QUEUED = 64  # chunk requests waiting to be read; more are dropped (the core resends)
 
 
 class OutcomeUnknown(RaftError):
@@ -82,24 +96,31 @@ class RaftNode:
         timing: Timing | None = None,
         rng: random.Random | None = None,
         offload_io: bool = True,
+        snapshots: SnapshotPolicy | None = None,
     ) -> None:
         hard_state, entries, report = storage.load()
         self.recovery = report
         timing = timing or Timing()
         election, heartbeat = timing.ticks()
         config = Config(node_id, voters, election_ticks=election, heartbeat_ticks=heartbeat)
-        self.core = RaftCore(config, rng or random.Random(), hard_state, entries)
+        base = _restore_at_start(storage, state_machine)
+        self.core = RaftCore(config, rng or random.Random(), hard_state, entries, base)
         self.node_id = node_id
         self.timing = timing
         self.transport = transport
         self.storage = StorageActor(storage, offload=offload_io)
-        self.applier = Applier(state_machine)
+        self.applier = Applier(state_machine, self.storage.read_snapshot, offload=offload_io)
+        self.applier.applied_index = self.core.applied_index
         self.state_machine = state_machine
+        self.snapshotter = Snapshotter(self, snapshots or SnapshotPolicy(), base, offload=offload_io)
         self._requests: dict[int, tuple[_Request, int]] = {}  # request id -> (request, slot)
         self._ids = itertools.count(1)
         self._inbox_send, self._inbox = trio.open_memory_channel[object](INBOX_SIZE)
-        self._to_disk, self._disk_batches = trio.open_memory_channel[list[Entry]](math.inf)
-        self._to_apply, self._apply_batches = trio.open_memory_channel[list[Entry]](INBOX_SIZE)
+        self._to_disk, self._disk_batches = trio.open_memory_channel[DiskItem](math.inf)
+        self._to_apply, self._apply_batches = trio.open_memory_channel[list[Entry] | SnapshotRef](INBOX_SIZE)
+        self._to_send_snapshot, self._snapshot_sends = trio.open_memory_channel[SnapshotSend](
+            SNAPSHOT_SENDS_QUEUED
+        )
         self.role_changed = trio.Event()  # replaced on every change; for waiting in tests and shutdown
         self._last_role = (self.core.role, self.core.leader_id, self.core.term)
 
@@ -116,6 +137,8 @@ class RaftNode:
             await nursery.start(self.transport.run, inbox, client_handler)
             nursery.start_soon(self.storage.run, self._disk_batches, self._inbox_send.clone())
             nursery.start_soon(self.applier.run, self._apply_batches)
+            nursery.start_soon(self._send_snapshot_chunks)
+            nursery.start_soon(self.snapshotter.run, self._inbox_send.clone())
             nursery.start_soon(self._ticker)
             nursery.start_soon(self._raft_loop)
             task_status.started()
@@ -154,6 +177,11 @@ class RaftNode:
                 core.tick()
             case Persisted(index=index, term=term):
                 core.persisted(index, term)
+            case SnapshotStored(chunk=chunk, next_offset=next_offset, installed=installed):
+                core.snapshot_chunk_stored(chunk, next_offset, installed)
+            case SnapshotSaved(index=index, term=term, compact_to=compact_to):
+                core.snapshot_saved(index, term)
+                core.compact(compact_to)
             case ProposeCmd(request_id=rid, data=data):
                 self._guard(rid, lambda: core.forward(rid, data))
             case ProposeManyCmd(items=items):
@@ -184,12 +212,35 @@ class RaftNode:
             await self.storage.save_hard_state(ready.hard_state)  # before any vote or term leaves
         for msg in ready.messages:
             self.transport.send(msg)
+        for send in ready.snapshot_sends:
+            with contextlib.suppress(trio.WouldBlock):
+                self._to_send_snapshot.send_nowait(send)
         if ready.entries:
             self._to_disk.send_nowait(ready.entries)
+        for chunk in ready.snapshot_writes:
+            self._to_disk.send_nowait(chunk)
         self._settle_requests(ready)
+        if ready.restore is not None:
+            self.snapshotter.installed(ready.restore)
+            await self._to_apply.send(ready.restore)
         if ready.committed:
             await self._to_apply.send(ready.committed)
         self._note_role_change()
+
+    async def _send_snapshot_chunks(self) -> None:
+        """Leader side of InstallSnapshot: read each chunk the core asks for and send it."""
+        size = self.snapshotter.policy.chunk_bytes
+        async for send in self._snapshot_sends:
+            ref = send.snapshot
+            read = self.storage.storage.read_snapshot_chunk
+            chunk = await self.storage.call(read, ref.index, ref.term, send.offset, size)
+            if chunk is None:
+                continue  # replaced by a newer snapshot: the core restarts with that one
+            data, done = chunk
+            msg = InstallSnapshot(
+                self.node_id, send.peer, send.term, ref.index, ref.term, send.offset, data, done
+            )
+            self.transport.send(msg)
 
     def _settle_requests(self, ready: Ready) -> None:
         for accepted in ready.proposals:
@@ -222,7 +273,7 @@ class RaftNode:
         waiter = await self._request(lambda rid: ProposeCmd(rid, command))
         await waiter.event.wait()
         if waiter.error is not None:
-            raise RequestLost(str(waiter.error)) from waiter.error
+            raise _proposal_error(waiter.error) from waiter.error
         assert waiter.result is not None
         return cast(Applied, waiter.result)
 
@@ -257,7 +308,7 @@ class RaftNode:
             if not waiter.event.is_set():  # a batch mostly commits together: one real wait
                 await waiter.event.wait()
             if waiter.error is not None:
-                results[slot] = RequestLost(str(waiter.error))
+                results[slot] = _proposal_error(waiter.error)
             else:
                 results[slot] = cast(Applied, waiter.result)
         return results
@@ -273,6 +324,10 @@ class RaftNode:
         index = cast(int, await self._request(ReadCmd))
         await self.applier.wait_applied(index)
         return index
+
+    async def read_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        """This node's latest durable snapshot (meta and the state machine's bytes), if any."""
+        return await self.storage.read_snapshot()
 
     async def transfer_leadership(self, target: int | None = None) -> None:
         await self._request(lambda rid: TransferCmd(rid, target))
@@ -314,5 +369,23 @@ class RaftNode:
             "lastApplied": self.applier.applied_index,
             "lastLogIndex": core.log.last_index,
             "durableIndex": core.log.stable_index,
+            "logStartIndex": core.log.first_index,
+            "snapshotIndex": self.snapshotter.latest.index if self.snapshotter.latest else 0,
             "votedFor": core.voted_for,
         }
+
+
+def _restore_at_start(storage: Storage, state_machine: StateMachine) -> SnapshotRef | None:
+    """Restart = the latest snapshot loaded into the state machine, then the log after it replayed."""
+    loaded = storage.read_snapshot()
+    if loaded is None:
+        return None
+    meta, data = loaded
+    state_machine.restore(data)()
+    return SnapshotRef(meta.last_index, meta.last_term)
+
+
+def _proposal_error(error: Exception) -> RaftError:
+    if isinstance(error, ProposalLost):
+        return RequestLost(str(error))
+    return OutcomeUnknown(str(error))

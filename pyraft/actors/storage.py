@@ -4,20 +4,27 @@ While one batch is being written, new entries queue up and go out together in
 the next write, so the fsync rate stays bounded however fast proposals come.
 The blocking write runs in trio's worker thread (as trio's own file API does)
 so the raft loop keeps sending and receiving while the disk works.
+
+InstallSnapshot chunks travel through the same queue as entry batches: a
+snapshot that replaces the log must land after every batch handed out before
+it and before every batch after it, exactly as the core saw them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from pyraft.actors.events import Persisted
-from pyraft.core.messages import Entry, HardState
+from pyraft.actors.events import Persisted, SnapshotStored
+from pyraft.core.messages import Entry, HardState, InstallSnapshot
 from pyraft.storage.base import Storage
+from pyraft.storage.snapshot import SnapshotMeta
 
 T = TypeVar("T")
+
+DiskItem = list[Entry] | InstallSnapshot
 
 
 class StorageActor:
@@ -26,36 +33,58 @@ class StorageActor:
         # In-memory storage never blocks; running it inline keeps trio's MockClock from
         # jumping ahead while a worker thread runs, so actor tests stay in zero wall time.
         self._offload = offload
-        self._lock = trio.Lock()  # one writer of the storage object at a time
+        self._lock = trio.Lock()  # one user of the storage object at a time
         self.fsyncs = 0
         self.entries_written = 0
 
     async def save_hard_state(self, hard_state: HardState) -> None:
+        await self.call(self.storage.save_hard_state, hard_state)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one storage operation, in the worker thread unless storage is in memory."""
         async with self._lock:
-            await self._call(self.storage.save_hard_state, hard_state)
+            if self._offload:
+                return await trio.to_thread.run_sync(fn, *args)
+            result = fn(*args)
+            await trio.lowlevel.checkpoint()
+            return result
+
+    async def read_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
+        return await self.call(self.storage.read_snapshot)
 
     async def run(
-        self, batches: trio.MemoryReceiveChannel[list[Entry]], inbox: trio.MemorySendChannel[object]
+        self, items: trio.MemoryReceiveChannel[DiskItem], inbox: trio.MemorySendChannel[object]
     ) -> None:
-        async for batch in batches:
-            pending = batch
-            while True:
+        carry: DiskItem | None = None
+        while True:
+            if carry is None:
                 try:
-                    pending = merge(pending, batches.receive_nowait())
-                except trio.WouldBlock:
+                    carry = await items.receive()
+                except trio.EndOfChannel:
+                    return
+            item, carry = carry, None
+            if isinstance(item, InstallSnapshot):
+                await inbox.send(await self._store_chunk(item))
+                continue
+            pending = item
+            while True:  # group commit: merge entry batches queued meanwhile, up to a chunk
+                try:
+                    later = items.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            async with self._lock:
-                await self._call(self.storage.append, pending)
+                if isinstance(later, InstallSnapshot):
+                    carry = later
+                    break
+                pending = merge(pending, later)
+            await self.call(self.storage.append, pending)
             self.fsyncs += 1
             self.entries_written += len(pending)
             await inbox.send(Persisted(pending[-1].index, pending[-1].term))
 
-    async def _call(self, fn: Callable[[T], None], arg: T) -> None:
-        if self._offload:
-            await trio.to_thread.run_sync(fn, arg)
-        else:
-            fn(arg)
-            await trio.lowlevel.checkpoint()
+    async def _store_chunk(self, chunk: InstallSnapshot) -> SnapshotStored:
+        args = (chunk.last_index, chunk.last_term, chunk.offset, chunk.data, chunk.done)
+        next_offset, installed = await self.call(self.storage.receive_chunk, *args)
+        return SnapshotStored(chunk, next_offset, installed is not None)
 
 
 def merge(pending: list[Entry], later: list[Entry]) -> list[Entry]:

@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from pyraft.actors.node import RaftNode, Timing
+from pyraft.actors.snapshots import SnapshotPolicy
 from pyraft.core.errors import NoLeader, RequestLost
 from pyraft.core.raft import Role
 from pyraft.statemachine import KVStore, get_query, set_command
@@ -24,13 +25,17 @@ VOTERS = (1, 2, 3)
 
 
 class Harness:
-    def __init__(self, nursery: trio.Nursery, network: MemoryNetwork) -> None:
+    def __init__(
+        self, nursery: trio.Nursery, network: MemoryNetwork, snapshots: SnapshotPolicy | None = None
+    ) -> None:
         self.nursery = nursery
         self.network = network
+        self.snapshots = snapshots
         self.storages = {i: MemoryStorage() for i in VOTERS}
         self.transports = {i: MemoryTransport(network, i) for i in VOTERS}
         self.nodes: dict[int, RaftNode] = {}
         self.scopes: dict[int, trio.CancelScope] = {}
+        self.stopped: dict[int, trio.Event] = {}
 
     async def start(self, node_id: int) -> RaftNode:
         node = RaftNode(
@@ -42,12 +47,20 @@ class Harness:
             timing=Timing(),
             rng=random.Random(node_id),
             offload_io=False,
+            snapshots=self.snapshots,
         )
         scope = trio.CancelScope()
+        previous = self.stopped.get(node_id)
+        if previous is not None:
+            await previous.wait()  # a crashed incarnation's tasks must be gone before its twin starts
+        stopped = self.stopped[node_id] = trio.Event()
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-            with scope:
-                await node.run(task_status=task_status)
+            try:
+                with scope:
+                    await node.run(task_status=task_status)
+            finally:
+                stopped.set()
 
         self.network.reconnect(node_id)
         await self.nursery.start(run)
@@ -85,9 +98,9 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
 
 
 @asynccontextmanager
-async def cluster() -> AsyncIterator[Harness]:
+async def cluster(snapshots: SnapshotPolicy | None = None) -> AsyncIterator[Harness]:
     async with trio.open_nursery() as nursery:
-        harness = Harness(nursery, MemoryNetwork())
+        harness = Harness(nursery, MemoryNetwork(), snapshots)
         for node_id in VOTERS:
             await harness.start(node_id)
         yield harness
