@@ -118,6 +118,14 @@ def query_int(request: Request, name: str, schema: Schema, default: int | None =
     return default if text is None else parse_int_param(text, schema, name)
 
 
+def required_query_int(request: Request, name: str, schema: Schema) -> int:
+    """A query integer the operation cannot do without (422 missing_field when absent)."""
+    value = query_int(request, name, schema)
+    if value is None:
+        raise InvalidBody("missing_field", f"query parameter {name} is required")
+    return value
+
+
 def query_str(request: Request, name: str, schema: Schema) -> str | None:
     text = request.query_params.get(name)
     if text is not None:

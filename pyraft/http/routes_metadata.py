@@ -29,9 +29,11 @@ from pyraft.http.operations import (
     path_int,
     query_int,
     query_str,
+    required_query_int,
 )
 from pyraft.metadata.commands import HTTP_STATUS, Outcome
 from pyraft.metadata.service import MetadataService
+from pyraft.metadata.snapshot_serving import DEFAULT_PAGE, MAX_PAGE, SnapshotId
 from pyraft.metadata.store import MetadataStore
 
 UNAVAILABLE = Reply(
@@ -48,6 +50,8 @@ WRITE_ERRORS = (NOT_FOUND, CONFLICT, INVALID, UNAVAILABLE)
 TOPIC_UUID_PARAM = Param(
     "topic_uuid", "query", s.UUID, "the partition's topic, needed when several topics have this partition id"
 )
+POSITION = s.integer(0, s.INT64_MAX, "a position in the snapshot's records")
+PAGE_SIZE = s.integer(1, MAX_PAGE, "records per page")
 
 
 def outcome_response(outcome: Outcome) -> JSONResponse:
@@ -422,8 +426,10 @@ def _fetch_operations(service: MetadataService) -> list[Operation]:
 
     async def fetch(request: Request) -> Response:
         body = await body_of(request, s.METADATA_FETCH)
-        offset, limit = body["offset"], body.get("maxRecords")
-        return JSONResponse(await read(request, lambda st: st.fetch(offset, limit)))
+        answer = await service.fetch(consistency(request), body["offset"], body.get("maxRecords"))
+        if "snapshotId" in answer:
+            answer["snapshotPath"] = snapshot_path(answer["snapshotId"])
+        return JSONResponse(answer)
 
     return [
         Operation(
@@ -442,11 +448,76 @@ def _fetch_operations(service: MetadataService) -> list[Operation]:
             "fetchRecords",
             "KRaft-style fetch: the committed records after an offset, in log order, and the high watermark",
             fetch,
-            (Reply(200, "records after the offset", s.FETCH_RESULT), *READ_REPLIES),
+            (
+                Reply(200, "records after the offset, or the snapshot to load first", s.FETCH_RESULT),
+                INVALID,
+                Reply(
+                    503,
+                    UNAVAILABLE.description + " Also error snapshot_unavailable: the records after the "
+                    "offset are compacted and no snapshot covering them can be named yet.",
+                    headers=UNAVAILABLE.headers,
+                ),
+            ),
             (CONSISTENCY_PARAM,),
             s.METADATA_FETCH,
             "fetch",
             "Page through the log by passing the last offset you received; replaying every record in order "
-            "rebuilds the store exactly.",
+            "rebuilds the store exactly. Once a snapshot has replaced the log up to some offset, a fetch "
+            "from below it answers, as KRaft's Fetch does, with no records, more: true and snapshotId "
+            "{endOffset, epoch}: load that snapshot from snapshotPath (GET /metadata_snapshot/, paged) into "
+            "an empty store, then fetch on from offset endOffset.",
         ),
+        _snapshot_operation(service),
     ]
+
+
+def snapshot_path(snapshot_id: dict[str, int]) -> str:
+    """Where the first page of the snapshot ``snapshot_id`` (its JSON form) is served."""
+    return f"/metadata_snapshot/?endOffset={snapshot_id['endOffset']}&epoch={snapshot_id['epoch']}&position=0"
+
+
+def _snapshot_operation(service: MetadataService) -> Operation:
+    async def page(request: Request) -> Response:
+        wanted = SnapshotId(
+            required_query_int(request, "endOffset", s.SNAPSHOT_ID["properties"]["endOffset"]),
+            required_query_int(request, "epoch", s.SNAPSHOT_ID["properties"]["epoch"]),
+        )
+        position = query_int(request, "position", POSITION, 0)
+        max_records = query_int(request, "maxRecords", PAGE_SIZE, DEFAULT_PAGE)
+        assert position is not None and max_records is not None  # they have defaults
+        return JSONResponse(await service.snapshot_page(wanted, position, max_records))
+
+    return Operation(
+        "GET",
+        "/metadata_snapshot/",
+        "fetchSnapshot",
+        "KRaft-style FetchSnapshot: a page of the records of the snapshot a fetch named",
+        page,
+        (
+            Reply(200, "records from position on", s.SNAPSHOT_PAGE),
+            Reply(
+                404,
+                "error snapshot_not_found: this node no longer serves that snapshot (a newer one replaced "
+                "it); discard what was loaded from it and fetch again from offset 0. Error no_snapshot: "
+                "this node has no snapshot.",
+            ),
+            Reply(422, "A missing or malformed parameter, or a position past the snapshot's last record."),
+            Reply(
+                503,
+                "error snapshot_unavailable: the snapshot's bytes cannot be read as one; retry later.",
+                headers=UNAVAILABLE.headers,
+            ),
+        ),
+        (
+            Param("endOffset", "query", s.SNAPSHOT_ID["properties"]["endOffset"], "from snapshotId", True),
+            Param("epoch", "query", s.SNAPSHOT_ID["properties"]["epoch"], "from snapshotId", True),
+            Param("position", "query", POSITION, "the first record to return (default 0)"),
+            Param("maxRecords", "query", PAGE_SIZE, f"at most this many records (default {DEFAULT_PAGE})"),
+        ),
+        tag="fetch",
+        description="Pages through the snapshot by position (pass nextPosition while more is true), in "
+        "install order, so applying each record to an empty store as it arrives rebuilds the state at "
+        "endOffset. Then continue with /metadata_fetch/ from offset endOffset (nextFetchOffset). Ask the "
+        "node that named the snapshot: each node takes its own. The first page of a new snapshot may take "
+        "seconds (it is decoded once, then kept).",
+    )

@@ -237,13 +237,52 @@ FETCHED_RECORD = shown(
         "record": {"type": "object", "description": "the record's fields under Kafka's names"},
     }
 )
+SNAPSHOT_ID = shown(
+    {
+        "endOffset": integer(0, INT64_MAX, "the last log offset the snapshot covers (last included index)"),
+        "epoch": integer(0, INT64_MAX, "the epoch (Raft term) of that offset"),
+    },
+    description="KRaft's SnapshotId: which snapshot, named by where it ends.",
+)
 FETCH_RESULT = shown(
     {
         "records": {"type": "array", "items": FETCHED_RECORD},
         "highWatermark": {"type": "integer", "description": "the last applied offset"},
         "more": {"type": "boolean", "description": "true when records after the last one returned remain"},
+        "snapshotId": {
+            **SNAPSHOT_ID,
+            "description": "only when the records after the offset were compacted into a snapshot: "
+            "records is empty; load this snapshot (GET snapshotPath), then fetch from offset endOffset",
+        },
+        "snapshotPath": {
+            "type": "string",
+            "description": "with snapshotId: its first page (GET /metadata_snapshot/?endOffset=&epoch=)",
+        },
     },
-    description="Committed records after the requested offset, in log order.",
+    ["records", "highWatermark", "more"],
+    description="Committed records after the requested offset, in log order, or the snapshot to load first.",
+)
+SNAPSHOT_RECORD = shown(
+    {key: FETCHED_RECORD["properties"][key] for key in ("apiKey", "version", "type", "record")},
+    description="A record of the snapshot, as fetched records look but without an offset: the snapshot "
+    "as a whole holds at its endOffset.",
+)
+SNAPSHOT_PAGE = shown(
+    {
+        "snapshotId": SNAPSHOT_ID,
+        "position": integer(0, INT64_MAX, "the position of the first record returned"),
+        "records": {"type": "array", "items": SNAPSHOT_RECORD},
+        "nextPosition": integer(0, INT64_MAX, "the position to ask for next"),
+        "totalRecords": integer(0, INT64_MAX, "how many records the snapshot has"),
+        "more": {"type": "boolean", "description": "true while records after this page remain"},
+        "nextFetchOffset": integer(
+            0,
+            INT64_MAX,
+            "after the last page, the offset to fetch from (the snapshot's endOffset)",
+        ),
+    },
+    description="Records of a snapshot from position on, in install order: features, brokers (with their "
+    "current fenced / controlled-shutdown flags), topics, partitions (as changed so far), producers.",
 )
 EVENT = shown(
     {

@@ -19,6 +19,11 @@ Failure semantics, which the HTTP layer turns into 503 + ``Retry-After``:
 - ``timeout``: a read (or a write's preparatory read) found no quorum in time;
   nothing changed.
 
+Fetching the record log (``fetch``) from below the point the store compacted
+it to answers with the id of the node's latest snapshot, which ``snapshot_page``
+then serves in pages (snapshot_serving); the snapshot bytes come from the node
+through the ``read_snapshot`` source it is given.
+
 Test-only: ``PYRAFT_UNSAFE_ACK_BEFORE_COMMIT=1`` in a node's environment breaks all of
 this on purpose (writes answered before they commit), for the fault suite's self-test.
 """
@@ -42,6 +47,15 @@ from pyraft.metadata import commands as build
 from pyraft.metadata.commands import HTTP_STATUS, MetadataCommand, Outcome, decode_outcome, encode_command
 from pyraft.metadata.events import API_WRITE, EventLog
 from pyraft.metadata.records import Record, RecordError
+from pyraft.metadata.snapshot_serving import (
+    NoSnapshot,
+    PositionOutOfRange,
+    SnapshotError,
+    SnapshotId,
+    SnapshotNotFound,
+    SnapshotPages,
+    SnapshotSource,
+)
 from pyraft.metadata.store import MetadataStore
 
 log = logging.getLogger("pyraft.metadata")
@@ -107,11 +121,15 @@ class MetadataService:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         events: EventLog | None = None,
+        read_snapshot: SnapshotSource | None = None,
     ) -> None:
+        """``read_snapshot`` returns the node's latest snapshot (meta and ``MetadataStore.capture``
+        payload) or None; without it, fetches below the compacted log cannot be served."""
         self.node = node
         self.store = store
         self.timeout = timeout
         self.events = events
+        self.snapshots = SnapshotPages(read_snapshot)
         self.unsafe_ack = unsafe_ack_before_commit()
         if self.unsafe_ack:
             log.critical(
@@ -133,6 +151,29 @@ class MetadataService:
             with self._deadline(proposed=False):
                 await self._barrier()
         return query(self.store)
+
+    async def fetch(self, consistency: str, offset: int, max_records: int | None) -> dict[str, Any]:
+        """The store's ``fetch`` read; below its compacted log, the id of the snapshot to load instead.
+
+        The store knows where it compacted to, the node's snapshot knows the
+        epoch: the answer names the latest snapshot, which covers at least that
+        far, as ``snapshotId`` {endOffset, epoch}."""
+        answer = await self.read(consistency, lambda st: st.fetch(offset, max_records))
+        compacted_to = answer.pop("snapshotEndOffset", None)
+        if compacted_to is None:
+            return answer
+        try:
+            snapshot_id = await self.snapshots.covering(compacted_to)
+        except SnapshotError as exc:
+            raise _snapshot_error(exc) from exc
+        return {**answer, "snapshotId": snapshot_id.to_json()}
+
+    async def snapshot_page(self, wanted: SnapshotId, position: int, max_records: int) -> dict[str, Any]:
+        """A page of the latest snapshot (snapshot_serving); no read barrier: a snapshot never changes."""
+        try:
+            return await self.snapshots.page(wanted, position, max_records, self.store.snapshot_end_offset)
+        except SnapshotError as exc:
+            raise _snapshot_error(exc) from exc
 
     async def _barrier(self) -> None:
         try:
@@ -348,6 +389,17 @@ def _engine_error(exc: RaftError, *, proposed: bool, key: str | None = None) -> 
     if isinstance(exc, RequestLost):
         return unavailable("not_applied", f"the request was dropped and not applied: {exc}")
     return unavailable("unavailable", f"{type(exc).__name__}: {exc}")
+
+
+def _snapshot_error(exc: SnapshotError) -> ServiceError:
+    """404 when there is no such snapshot (start over from offset 0), 422 for a bad position, else 503."""
+    if isinstance(exc, NoSnapshot):
+        return ServiceError(404, "no_snapshot", str(exc))
+    if isinstance(exc, SnapshotNotFound):
+        return ServiceError(404, "snapshot_not_found", str(exc))
+    if isinstance(exc, PositionOutOfRange):
+        return ServiceError(422, "out_of_range", str(exc))
+    return unavailable("snapshot_unavailable", str(exc))
 
 
 def _unknown(why: str, key: str | None) -> ServiceError:

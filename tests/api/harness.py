@@ -22,20 +22,50 @@ from pyraft.metadata.events import EventLog, NodeWatcher
 from pyraft.metadata.service import MetadataService
 from pyraft.metadata.store import MetadataStore
 from pyraft.storage.memory import MemoryStorage
+from pyraft.storage.snapshot import SnapshotMeta
 from pyraft.transport.memory import MemoryNetwork, MemoryTransport
 
 VOTERS = (1, 2, 3)
 REQUEST_TIMEOUT = 5.0
 
 
+class NodeSnapshots:
+    """Stands in for the node's snapshotting (pyraft/node.py wires the real one): the latest
+    snapshot as the service's ``read_snapshot`` source sees it, and ``take`` to make one."""
+
+    def __init__(self, store: MetadataStore) -> None:
+        self.store = store
+        self.latest: tuple[SnapshotMeta, bytes] | None = None
+        self.reads = 0
+
+    async def read(self) -> tuple[SnapshotMeta, bytes] | None:
+        self.reads += 1
+        return self.latest
+
+    async def take(self, node: RaftNode) -> SnapshotMeta:
+        """As the node does: capture between two applies, encode in a worker thread, then compact."""
+        index = self.store.applied_index
+        meta = SnapshotMeta(index, node.core.log.term_at(index), VOTERS)
+        data = await trio.to_thread.run_sync(self.store.capture())
+        self.latest = (meta, data)
+        self.store.compact(index)
+        return meta
+
+
 class ApiNode:
     def __init__(
-        self, node: RaftNode, store: MetadataStore, service: MetadataService, events: EventLog
+        self,
+        node: RaftNode,
+        store: MetadataStore,
+        service: MetadataService,
+        events: EventLog,
+        snapshots: NodeSnapshots,
     ) -> None:
         self.node = node
         self.store = store
         self.service = service
         self.events = events
+        self.snapshots = snapshots
         self.app = build_app(node, service, events)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://pyraft")
 
@@ -67,9 +97,11 @@ class ApiCluster:
             offload_io=False,
         )
         events = EventLog(clock=trio.current_time)
-        api = ApiNode(
-            node, store, MetadataService(node, store, timeout=REQUEST_TIMEOUT, events=events), events
+        snapshots = NodeSnapshots(store)
+        service = MetadataService(
+            node, store, timeout=REQUEST_TIMEOUT, events=events, read_snapshot=snapshots.read
         )
+        api = ApiNode(node, store, service, events, snapshots)
         scope = trio.CancelScope()
 
         async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
