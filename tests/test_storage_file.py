@@ -25,6 +25,7 @@ from pyraft.storage import DirLock, FileStorage, RecoveryReport, StorageCorrupt,
 from pyraft.storage import file as file_module
 
 HEADER = 12  # b"PYRAFTLG" + u32 version
+LOG = "log-00000000000000000001"  # the first log segment
 
 
 def make(start: int, stop: int, term: int = 1) -> list[Entry]:
@@ -43,8 +44,9 @@ def fill(path: Path, entries: list[Entry]) -> list[int]:
     offsets = []
     with FileStorage(path) as s:
         s.save_hard_state(HardState(1, None))
+        s.load()
         for e in entries:
-            offsets.append((path / "log").stat().st_size)
+            offsets.append((path / LOG).stat().st_size)
             s.append([e])
     return offsets
 
@@ -65,7 +67,7 @@ def flip(path: Path, offset: int) -> None:
 
 def test_files_follow_the_documented_format(tmp_path: Path) -> None:
     fill(tmp_path, [Entry(1, 1, EntryKind.NOOP), Entry(2, 1, data=b"hi")])
-    log = (tmp_path / "log").read_bytes()
+    log = (tmp_path / LOG).read_bytes()
     assert log == b"PYRAFTLG" + struct.pack("<I", 1) + record(1, 1, 1) + record(2, 1, 0, b"hi")
     state = (tmp_path / "state").read_bytes()
     payload = msgpack.packb([1, None])
@@ -146,14 +148,14 @@ def test_fast_entry_construction_matches_entry(tmp_path: Path) -> None:
 
 def test_torn_tail_at_every_byte_loads_the_prefix(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     offsets = fill(tmp_path / "orig", make(1, 4))
-    whole = (tmp_path / "orig" / "log").read_bytes()
+    whole = (tmp_path / "orig" / LOG).read_bytes()
     state = (tmp_path / "orig" / "state").read_bytes()
     last = offsets[-1]
     for cut in range(last + 1, len(whole)):
         d = tmp_path / f"cut{cut}"
         d.mkdir()
         (d / "state").write_bytes(state)
-        (d / "log").write_bytes(whole[:cut])
+        (d / LOG).write_bytes(whole[:cut])
         with caplog.at_level(logging.WARNING, logger="pyraft.storage"):
             hs, entries, report = reload(d)
         assert (hs, entries) == (HardState(1, None), make(1, 3)), cut
@@ -161,7 +163,7 @@ def test_torn_tail_at_every_byte_loads_the_prefix(tmp_path: Path, caplog: pytest
         assert report.truncated_bytes == cut - last
         assert report.first_bad_offset == last
         assert report.reason is not None and "torn" in report.reason
-        assert (d / "log").stat().st_size == last  # cut off for good
+        assert (d / LOG).stat().st_size == last  # cut off for good
     assert caplog.records and all(r.name == "pyraft.storage" for r in caplog.records)
     assert "truncated 1 bytes at offset" in caplog.records[0].getMessage()
 
@@ -181,8 +183,8 @@ def test_flipped_byte_in_last_record_is_cut(
     tmp_path: Path, where: Callable[[int, int], int], reason: str
 ) -> None:
     offsets = fill(tmp_path, make(1, 4))
-    size = (tmp_path / "log").stat().st_size
-    flip(tmp_path / "log", where(offsets[-1], size - offsets[-1] - 8))
+    size = (tmp_path / LOG).stat().st_size
+    flip(tmp_path / LOG, where(offsets[-1], size - offsets[-1] - 8))
     _, entries, report = reload(tmp_path)
     assert entries == make(1, 3)
     assert report.first_bad_offset == offsets[-1]
@@ -193,8 +195,8 @@ def test_flipped_byte_in_last_record_is_cut(
 
 def test_corrupt_middle_record_cuts_from_there(tmp_path: Path) -> None:
     offsets = fill(tmp_path, make(1, 11))
-    size = (tmp_path / "log").stat().st_size
-    flip(tmp_path / "log", offsets[4] + 10)  # inside entry 5's payload
+    size = (tmp_path / LOG).stat().st_size
+    flip(tmp_path / LOG, offsets[4] + 10)  # inside entry 5's payload
     _, entries, report = reload(tmp_path)
     assert entries == make(1, 5)
     assert report == RecoveryReport(
@@ -205,7 +207,7 @@ def test_corrupt_middle_record_cuts_from_there(tmp_path: Path) -> None:
 
 def test_appends_after_recovery_reload_correctly(tmp_path: Path) -> None:
     offsets = fill(tmp_path, make(1, 6))
-    with open(tmp_path / "log", "r+b") as f:
+    with open(tmp_path / LOG, "r+b") as f:
         f.truncate(offsets[-1] + 5)
     with FileStorage(tmp_path) as s:
         assert s.load()[1] == make(1, 5)
@@ -218,12 +220,12 @@ def test_appends_after_recovery_reload_correctly(tmp_path: Path) -> None:
 def test_torn_file_header_is_rewritten(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """We create the header whole, so a short prefix of it is outside damage to an empty log of ours."""
     fill(tmp_path / "orig", [])
-    header = (tmp_path / "orig" / "log").read_bytes()
+    header = (tmp_path / "orig" / LOG).read_bytes()
     assert len(header) == HEADER
     for cut in range(HEADER):
         d = tmp_path / f"cut{cut}"
         d.mkdir()
-        (d / "log").write_bytes(header[:cut])
+        (d / LOG).write_bytes(header[:cut])
         with FileStorage(d) as s, caplog.at_level(logging.WARNING, logger="pyraft.storage"):
             _, entries, report = s.load()
             assert entries == []
@@ -250,8 +252,8 @@ def test_torn_file_header_is_rewritten(tmp_path: Path, caplog: pytest.LogCapture
 def test_well_framed_but_wrong_records_are_cut(tmp_path: Path, bad: bytes, reason: str) -> None:
     """Records that pass their CRC can still break the log's rules; nothing after them is trusted."""
     fill(tmp_path, make(1, 4))
-    at = (tmp_path / "log").stat().st_size
-    with open(tmp_path / "log", "ab") as f:
+    at = (tmp_path / LOG).stat().st_size
+    with open(tmp_path / LOG, "ab") as f:
         f.write(bad + record(5, 1))
     _, entries, report = reload(tmp_path)
     assert entries == make(1, 4)
@@ -320,13 +322,13 @@ def test_leftover_temp_state_file_is_ignored(tmp_path: Path) -> None:
 def test_foreign_log_file_raises_and_is_left_alone(tmp_path: Path, content: bytes, match: str) -> None:
     if len(content) >= HEADER:
         content += b"some data that is not ours"
-    (tmp_path / "log").write_bytes(content)
+    (tmp_path / LOG).write_bytes(content)
     with FileStorage(tmp_path) as s:
         with pytest.raises(StorageCorrupt, match=match):
             s.load()
         with pytest.raises(StorageCorrupt, match=match):
             s.append(make(1, 2))
-    assert (tmp_path / "log").read_bytes() == content
+    assert (tmp_path / LOG).read_bytes() == content
 
 
 def test_oversized_entry_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -336,7 +338,7 @@ def test_oversized_entry_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyP
         with pytest.raises(ValueError, match="above 100"):
             s.append([Entry(1, 1, data=b"x" * 50), Entry(2, 1, data=b"x" * 200)])
         assert s.last_index == 0
-    assert (tmp_path / "log").stat().st_size == HEADER
+    assert (tmp_path / LOG).stat().st_size == HEADER
 
 
 # --------------------------------------------------------------------------- locking and failures
