@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 
 import trio
@@ -293,6 +293,9 @@ class ObservedTransport:
                 if len(self._sent) > MAX_ROUNDS_IN_FLIGHT:
                     self._sent.popitem(last=False)
         self.inner.send(msg)
+
+    def update_peers(self, peers: Mapping[int, str]) -> None:
+        self.inner.update_peers(peers)
 
     async def run(
         self,

@@ -207,6 +207,7 @@ async def run_node(settings: NodeSettings, context: NodeContext | None = None) -
         store,
         timing=settings.timing,
         snapshots=settings.snapshots,
+        addresses={v.node_id: f"{v.host}:{v.port}" for v in settings.voters},
     )
     tracker.log_end = lambda: node.core.log.last_index
     metrics.attach(node, tracker)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from pyraft.core.membership import Membership
 from pyraft.core.messages import InstallSnapshot
+
+if TYPE_CHECKING:
+    from pyraft.core.raft import RaftCore
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +31,12 @@ class Persisted:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotStored:
-    """The storage actor took an InstallSnapshot chunk (and installed the snapshot if ``installed``)."""
+    """The storage actor took an InstallSnapshot chunk; ``installed`` is the membership of the
+    snapshot it completed and installed, if it did."""
 
     chunk: InstallSnapshot
     next_offset: int
-    installed: bool
+    installed: Membership | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +64,14 @@ class ProposeManyCmd:
 @dataclass(frozen=True, slots=True)
 class ReadCmd:
     request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipCmd:
+    """Run one membership change on the leader's core; it returns (index, term) of the entry."""
+
+    request_id: int
+    change: Callable[[RaftCore], tuple[int, int]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ import itertools
 import logging
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ import trio
 from pyraft.actors.applier import Applied, Applier, ProposalLost
 from pyraft.actors.events import (
     TICK,
+    MembershipCmd,
     Persisted,
     ProposeCmd,
     ProposeManyCmd,
@@ -32,9 +33,10 @@ from pyraft.actors.events import (
     TransferCmd,
 )
 from pyraft.actors.snapshots import SnapshotPolicy, Snapshotter
-from pyraft.actors.storage import DiskItem, StorageActor
+from pyraft.actors.storage import DiskItem, StorageActor, membership_of
 from pyraft.core.config import Config
-from pyraft.core.errors import RaftError, RequestLost
+from pyraft.core.errors import NotLeader, RaftError, RequestLost
+from pyraft.core.membership import Member, Membership, MembershipError
 from pyraft.core.messages import Entry, InstallSnapshot, Message
 from pyraft.core.raft import LEADER_CHANGED, RaftCore, Role
 from pyraft.core.ready import Ready, SnapshotRef, SnapshotSend
@@ -52,6 +54,10 @@ SNAPSHOT_SENDS_QUEUED = 64  # chunk requests waiting to be read; more are droppe
 
 class OutcomeUnknown(RaftError):
     """A forwarded proposal lost track of its leader: it may or may not be applied."""
+
+
+class CatchUpTimeout(RaftError):
+    """A new member did not catch up with the leader in time; it stays a learner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,14 +103,20 @@ class RaftNode:
         rng: random.Random | None = None,
         offload_io: bool = True,
         snapshots: SnapshotPolicy | None = None,
+        addresses: Mapping[int, str] | None = None,
     ) -> None:
+        """``voters`` (with their raft ``addresses``) bootstrap the quorum until the log or a
+        snapshot holds a configuration; a node outside them starts as an observer."""
         hard_state, entries, report = storage.load()
         self.recovery = report
         timing = timing or Timing()
         election, heartbeat = timing.ticks()
         config = Config(node_id, voters, election_ticks=election, heartbeat_ticks=heartbeat)
-        base = _restore_at_start(storage, state_machine)
-        self.core = RaftCore(config, rng or random.Random(), hard_state, entries, base)
+        base, membership = _restore_at_start(storage, state_machine)
+        if membership is None:
+            known = addresses or {}
+            membership = Membership(tuple(Member(v, known.get(v, "")) for v in sorted(voters)))
+        self.core = RaftCore(config, rng or random.Random(), hard_state, entries, base, membership)
         self.node_id = node_id
         self.timing = timing
         self.transport = transport
@@ -122,7 +134,9 @@ class RaftNode:
             SNAPSHOT_SENDS_QUEUED
         )
         self.role_changed = trio.Event()  # replaced on every change; for waiting in tests and shutdown
+        self.progressed = trio.Event()  # replaced after every Ready: wake-up for condition waiters
         self._last_role = (self.core.role, self.core.leader_id, self.core.term)
+        self._last_membership: Membership | None = None
 
     # ---------------------------------------------------------------- running
 
@@ -192,6 +206,13 @@ class RaftNode:
                         self._finish(rid, error=exc)
             case ReadCmd(request_id=rid):
                 self._guard(rid, lambda: core.read_index(rid))
+            case MembershipCmd(request_id=rid, change=change):
+                try:
+                    index, term = change(core)
+                except (RaftError, ValueError) as exc:
+                    self._finish(rid, error=exc)
+                else:
+                    self._finish(rid, value=self.applier.watch_proposal(index, term))
             case TransferCmd(request_id=rid, target=target):
                 if self._guard(rid, lambda: core.transfer_leadership(target)):
                     self._finish(rid, value=None)
@@ -210,6 +231,7 @@ class RaftNode:
         ready = self.core.ready()
         if ready.hard_state is not None:
             await self.storage.save_hard_state(ready.hard_state)  # before any vote or term leaves
+        self._note_membership()  # a new member's outbox must exist before its first message
         for msg in ready.messages:
             self.transport.send(msg)
         for send in ready.snapshot_sends:
@@ -226,6 +248,15 @@ class RaftNode:
         if ready.committed:
             await self._to_apply.send(ready.committed)
         self._note_role_change()
+        self.progressed.set()
+        self.progressed = trio.Event()
+
+    def _note_membership(self) -> None:
+        membership = self.core.membership
+        if membership != self._last_membership:
+            self._last_membership = membership
+            peers = {i: a for i, a in membership.addresses().items() if i != self.node_id}
+            self.transport.update_peers(peers)
 
     async def _send_snapshot_chunks(self) -> None:
         """Leader side of InstallSnapshot: read each chunk the core asks for and send it."""
@@ -325,6 +356,42 @@ class RaftNode:
         await self.applier.wait_applied(index)
         return index
 
+    async def add_voter(self, member: Member, *, catch_up_timeout: float = 30.0) -> Membership:
+        """Add a voter as KIP-853's AddRaftVoter does: it joins as a learner, catches up
+        (snapshot and log), and is promoted once its matchIndex reaches the commit index.
+        Every step is a committed single-server change; this node must lead throughout."""
+        current = self.core.membership
+        if member.node_id in current.voter_ids:
+            raise MembershipError(f"node {member.node_id} is already a voter")
+        if member.node_id not in current.learner_ids:
+            await self._change_membership(lambda core: core.add_learner(member))
+        with trio.move_on_after(catch_up_timeout) as waiting:
+            while not self._caught_up(member.node_id):
+                await self.progressed.wait()
+        if waiting.cancelled_caught:
+            lag = self.core.commit_index - self.core.match_indexes().get(member.node_id, 0)
+            raise CatchUpTimeout(f"node {member.node_id} is still {lag} entries behind; it stays a learner")
+        await self._change_membership(lambda core: core.promote_learner(member.node_id))
+        return self.core.membership
+
+    async def remove_voter(self, node_id: int) -> Membership:
+        """Remove a voter or learner (KIP-853's RemoveRaftVoter); the leader may remove itself:
+        it steps down once the change commits, handing over to a caught-up voter."""
+        await self._change_membership(lambda core: core.remove_member(node_id))
+        return self.core.membership
+
+    def _caught_up(self, node_id: int) -> bool:
+        core = self.core
+        if core.role is not Role.LEADER:
+            raise NotLeader(core.leader_id)
+        return core.match_indexes().get(node_id, 0) >= core.commit_index
+
+    async def _change_membership(self, change: Callable[[RaftCore], tuple[int, int]]) -> None:
+        waiter = await self._request(lambda rid: MembershipCmd(rid, change))
+        await waiter.event.wait()
+        if waiter.error is not None:
+            raise _proposal_error(waiter.error) from waiter.error
+
     async def read_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         """This node's latest durable snapshot (meta and the state machine's bytes), if any."""
         return await self.storage.read_snapshot()
@@ -375,14 +442,16 @@ class RaftNode:
         }
 
 
-def _restore_at_start(storage: Storage, state_machine: StateMachine) -> SnapshotRef | None:
+def _restore_at_start(
+    storage: Storage, state_machine: StateMachine
+) -> tuple[SnapshotRef | None, Membership | None]:
     """Restart = the latest snapshot loaded into the state machine, then the log after it replayed."""
     loaded = storage.read_snapshot()
     if loaded is None:
-        return None
+        return None, None
     meta, data = loaded
     state_machine.restore(data)()
-    return SnapshotRef(meta.last_index, meta.last_term)
+    return SnapshotRef(meta.last_index, meta.last_term), membership_of(meta)
 
 
 def _proposal_error(error: Exception) -> RaftError:

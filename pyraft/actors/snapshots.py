@@ -95,7 +95,8 @@ class Snapshotter:
         encode = node.state_machine.capture()
         applied_bytes = node.applier.applied_bytes
         data = await trio.to_thread.run_sync(encode) if self._offload else encode()
-        meta = SnapshotMeta(index, term, node.core.config.voters)
+        membership = node.core.membership_at(index)
+        meta = SnapshotMeta(index, term, tuple(sorted(membership.voter_ids)), config=membership.encode())
         try:
             await node.storage.call(node.storage.storage.save_snapshot, meta, data)
         except ValueError as exc:

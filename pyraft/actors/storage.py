@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import trio
 
 from pyraft.actors.events import Persisted, SnapshotStored
+from pyraft.core.membership import Membership
 from pyraft.core.messages import Entry, HardState, InstallSnapshot
 from pyraft.storage.base import Storage
 from pyraft.storage.snapshot import SnapshotMeta
@@ -84,7 +85,12 @@ class StorageActor:
     async def _store_chunk(self, chunk: InstallSnapshot) -> SnapshotStored:
         args = (chunk.last_index, chunk.last_term, chunk.offset, chunk.data, chunk.done)
         next_offset, installed = await self.call(self.storage.receive_chunk, *args)
-        return SnapshotStored(chunk, next_offset, installed is not None)
+        return SnapshotStored(chunk, next_offset, None if installed is None else membership_of(installed))
+
+
+def membership_of(meta: SnapshotMeta) -> Membership:
+    """The quorum configuration a snapshot holds (older files carry only the voter ids)."""
+    return Membership.decode(meta.config) if meta.config else Membership.of_ids(meta.voters)
 
 
 def merge(pending: list[Entry], later: list[Entry]) -> list[Entry]:

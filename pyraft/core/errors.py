@@ -29,6 +29,11 @@ class TransferInProgress(RaftError):
     """The leader is handing leadership over and takes no new proposals meanwhile."""
 
 
+class ConfigChangeInProgress(RaftError):
+    """A membership change is not committed yet (or the leader has not committed in its term):
+    one change at a time (thesis 4.1)."""
+
+
 class RequestLost(RaftError):
     """A forwarded proposal or read was dropped (leader changed, entry overwritten).
 

@@ -13,10 +13,11 @@ from enum import IntEnum
 
 
 class EntryKind(IntEnum):
-    """What a log entry holds; the core only interprets NOOP."""
+    """What a log entry holds; the core interprets NOOP and CONFIG, never COMMAND."""
 
     COMMAND = 0
     NOOP = 1  # appended by a new leader so it can commit entries of its term
+    CONFIG = 2  # a Membership (pyraft.core.membership), in effect once appended
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,8 @@ class Progress:
     # Snapshot mode: (index, term) of the snapshot being sent and the offset of the next chunk.
     snapshot: tuple[int, int] | None = None
     snapshot_offset: int = 0
+    # Rejections of rounds below this are stale: they predate an installed snapshot.
+    floor_seq: int = 0
 
     def become_probe(self, next_index: int) -> None:
         self.snapshot = None

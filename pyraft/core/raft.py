@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from enum import Enum
 
 from pyraft.core.config import Config
-from pyraft.core.errors import NoLeader, NotLeader, TransferInProgress
+from pyraft.core.errors import ConfigChangeInProgress, NoLeader, NotLeader, TransferInProgress
 from pyraft.core.log import RaftLog
+from pyraft.core.membership import Member, Membership
 from pyraft.core.messages import (
     TERM_NEUTRAL,
     AppendEntries,
@@ -58,8 +59,10 @@ class RaftCore:
         hard_state: HardState | None = None,
         entries: Sequence[Entry] = (),
         snapshot: SnapshotRef | None = None,
+        membership: Membership | None = None,
     ) -> None:
-        """Recover from durable state: the hard state, the latest snapshot and the log after it."""
+        """Recover from durable state: the hard state, the latest snapshot (with the membership
+        it holds) and the log after it. Without a snapshot, ``config.voters`` bootstrap the quorum."""
         self.config = config
         self.node_id = config.node_id
         self._rng = rng
@@ -76,7 +79,14 @@ class RaftCore:
         self.applied_index = base.index
         self._snapshot = snapshot  # the newest snapshot the caller can send to a follower
         self._installing: SnapshotRef | None = None  # follower: last chunk handed out, not yet stored
-        self._peers = tuple(v for v in config.voters if v != self.node_id)
+        self._base_membership = membership or Membership.of_ids(config.voters)
+        # CONFIG entries in the log above the snapshot: (index, term, membership), in index order.
+        self._configs: list[tuple[int, int, Membership]] = []
+        self._track_configs(self.log.slice(self.log.first_index, self.log.last_index + 1))
+        self.membership = self._base_membership
+        self._voters: frozenset[int] = frozenset()
+        self._peers: tuple[int, ...] = ()
+        self._voter_peers: tuple[int, ...] = ()
         self._votes: dict[int, bool] = {}
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
@@ -92,6 +102,7 @@ class RaftCore:
         self._reads = ReadQueue()
         self._forwarded: dict[int, str] = {}  # follower: request_id -> "propose" | "read"
         self._out = Ready()
+        self._apply_membership()
         self._reset_election_timer()
 
     # ------------------------------------------------------------------ inputs
@@ -103,7 +114,9 @@ class RaftCore:
             self._tick_election()
 
     def step(self, msg: Message) -> None:
-        if msg.dst != self.node_id or msg.src not in self._peers:
+        # Requests are served whatever our configuration says (thesis 4.1): a newer
+        # leader or candidate may know members we have not heard of yet.
+        if msg.dst != self.node_id or msg.src == self.node_id:
             return
         if not isinstance(msg, TERM_NEUTRAL) and not self._check_term(msg):
             return
@@ -145,15 +158,34 @@ class RaftCore:
         """Hand leadership to ``target`` (or the most caught-up follower), thesis 3.10."""
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader_id)
-        if not self._peers:
+        if not self._voter_peers:
             return
         if target is None:
-            target = max(self._peers, key=lambda p: self._progress[p].match)
-        if target not in self._peers:
+            target = max(self._voter_peers, key=lambda p: self._progress[p].match)
+        if target not in self._voter_peers:
             raise ValueError(f"node {target} is not another voter")
         self._transferee = target
         self._transfer_elapsed = 0
         self._maybe_send_timeout_now()
+
+    def add_learner(self, member: Member) -> tuple[int, int]:
+        """Leader: append a configuration with ``member`` as a learner (KIP-853's observer)."""
+        return self._change_membership(self.membership.with_learner(member))
+
+    def promote_learner(self, node_id: int) -> tuple[int, int]:
+        """Leader: make a learner a voter; the caller decides when it has caught up."""
+        return self._change_membership(self.membership.promoted(node_id))
+
+    def remove_member(self, node_id: int) -> tuple[int, int]:
+        """Leader: drop a voter or learner; a leader removing itself steps down once it commits."""
+        return self._change_membership(self.membership.without(node_id))
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in effect once the log held entries up to ``index`` (for snapshots)."""
+        if index < self.log.snapshot_index:
+            raise ValueError(f"index {index} is below the log's base {self.log.snapshot_index}")
+        found = [m for i, _, m in self._configs if i <= index]
+        return found[-1] if found else self._base_membership
 
     def persisted(self, index: int, term: int) -> None:
         if not self.log.stable_to(index, term):
@@ -172,17 +204,23 @@ class RaftCore:
         """Drop the log up to ``index`` (applied, durable, and covered by a saved snapshot)."""
         if self._snapshot is None or index > min(self._snapshot.index, self.applied_index):
             raise ValueError(f"cannot compact to {index}: not covered by a saved, applied snapshot")
+        if index <= self.log.snapshot_index:
+            return
+        self._base_membership = self.membership_at(index)
+        self._configs = [c for c in self._configs if c[0] > index]
         self.log.compact(index)
 
-    def snapshot_chunk_stored(self, chunk: InstallSnapshot, next_offset: int, installed: bool) -> None:
+    def snapshot_chunk_stored(
+        self, chunk: InstallSnapshot, next_offset: int, installed: Membership | None
+    ) -> None:
         """Storage took a chunk from ``snapshot_writes``: it wants ``next_offset`` next, or has
-        installed the whole snapshot durably."""
+        installed the whole snapshot durably (``installed`` is then the membership it holds)."""
         if chunk.done and self._installing == SnapshotRef(chunk.last_index, chunk.last_term):
             self._installing = None
-        if installed:
-            self._restore(SnapshotRef(chunk.last_index, chunk.last_term))
+        if installed is not None:
+            self._restore(SnapshotRef(chunk.last_index, chunk.last_term), installed)
         if chunk.term == self.term and self.role is Role.FOLLOWER:
-            self._answer_snapshot(chunk, next_offset, installed)
+            self._answer_snapshot(chunk, next_offset, installed is not None)
 
     def ready(self) -> Ready:
         if self.role is Role.LEADER:
@@ -213,6 +251,56 @@ class RaftCore:
             or HardState(self.term, self.voted_for) != self._emitted_hard_state
             or (self.role is Role.LEADER and self._leader_has_output())
         )
+
+    # ------------------------------------------------------------ membership
+
+    def _change_membership(self, new: Membership) -> tuple[int, int]:
+        if self.role is not Role.LEADER:
+            raise NoLeader() if self.leader_id is None else NotLeader(self.leader_id)
+        if self._configs and self._configs[-1][0] > self.commit_index:
+            raise ConfigChangeInProgress(f"the change at index {self._configs[-1][0]} is not committed yet")
+        if not self._committed_in_term():
+            # Thesis 4.1 (the fix of its single-server bug): a new leader first commits its no-op.
+            raise ConfigChangeInProgress("the leader has not committed an entry of its term yet")
+        if self._transferee is not None:
+            raise TransferInProgress(f"leadership is moving to node {self._transferee}")
+        return self._append_new(EntryKind.CONFIG, new.encode())
+
+    def _track_configs(self, entries: Sequence[Entry]) -> None:
+        """Note CONFIG entries just placed in the log (above any tracked already)."""
+        last = self._configs[-1][0] if self._configs else self.log.snapshot_index
+        for entry in entries:
+            if entry.kind is EntryKind.CONFIG and entry.index > last:
+                self._configs.append((entry.index, entry.term, Membership.decode(entry.data)))
+                last = entry.index
+
+    def _resync_configs(self, appended: Sequence[Entry]) -> None:
+        """After the log changed: forget configurations truncated away, note new ones, take effect."""
+        log = self.log
+        self._configs = [c for c in self._configs if c[0] > log.snapshot_index and log.matches(c[0], c[1])]
+        self._track_configs(
+            [e for e in appended if e.index > log.snapshot_index and log.matches(e.index, e.term)]
+        )
+        self._apply_membership()
+
+    def _apply_membership(self) -> None:
+        membership = self._configs[-1][2] if self._configs else self._base_membership
+        self.membership = membership
+        self._voters = membership.voter_ids
+        self._peers = tuple(sorted(membership.ids - {self.node_id}))
+        self._voter_peers = tuple(p for p in self._peers if p in self._voters)
+        if self.role is Role.LEADER:
+            nxt = self.log.last_index + 1
+            self._progress = {p: self._progress.get(p) or Progress(next=nxt) for p in self._peers}
+
+    def _step_down_if_removed(self) -> None:
+        """A leader whose removal has committed hands over and steps down (thesis 4.2.2)."""
+        if self.node_id in self._voters or not self._configs or self._configs[-1][0] > self.commit_index:
+            return
+        caught_up = [p for p in self._voter_peers if self._progress[p].match == self.log.last_index]
+        if caught_up:
+            self._send(TimeoutNow(self.node_id, caught_up[0], self.term))
+        self._become_follower(self.term, None)
 
     # ------------------------------------------------------------ term rules
 
@@ -286,7 +374,7 @@ class RaftCore:
             self._won_election()
             return
         pre = role is Role.PRE_CANDIDATE
-        for peer in self._peers:
+        for peer in self._voter_peers:
             self._send(
                 RequestVote(self.node_id, peer, term, self.log.last_index, self.log.last_term, pre, transfer)
             )
@@ -311,8 +399,8 @@ class RaftCore:
     # ------------------------------------------------------------- elections
 
     def _tick_election(self) -> None:
-        if self._installing is not None:
-            return  # a node rewriting its log must not campaign with it
+        if self._installing is not None or self.node_id not in self._voters:
+            return  # a node rewriting its log, or a learner, must not campaign
         self._election_elapsed += 1
         if self._election_elapsed >= self._randomized_timeout:
             self._campaign()
@@ -343,11 +431,13 @@ class RaftCore:
         self._votes[msg.src] = msg.granted
         if self._quorum_reached(self._votes):
             self._won_election()
-        elif sum(1 for ok in self._votes.values() if not ok) >= self.config.quorum:
+        elif (
+            sum(1 for n, ok in self._votes.items() if not ok and n in self._voters) >= self.membership.quorum
+        ):
             self._become_follower(self.term, None)
 
     def _quorum_reached(self, votes: dict[int, bool]) -> bool:
-        return sum(1 for ok in votes.values() if ok) >= self.config.quorum
+        return sum(1 for n, ok in votes.items() if ok and n in self._voters) >= self.membership.quorum
 
     # ------------------------------------------------------ follower / candidate
 
@@ -394,6 +484,8 @@ class RaftCore:
         if not ok:
             self._reject_append(msg)
             return
+        if self._configs or any(e.kind is EntryKind.CONFIG for e in msg.entries):
+            self._resync_configs(msg.entries)
         self._verified_index = max(self._verified_index, msg.prev_log_index + len(msg.entries))
         self._leader_seq = max(self._leader_seq, msg.seq)
         self.commit_index = max(self.commit_index, min(msg.leader_commit, self._verified_index))
@@ -423,11 +515,13 @@ class RaftCore:
         )
         self._send(reply)
 
-    def _restore(self, snapshot: SnapshotRef) -> None:
+    def _restore(self, snapshot: SnapshotRef, membership: Membership) -> None:
         """Take an installed snapshot as our log's base (Figure 13, receiver steps 6-8)."""
         if snapshot.index <= self.log.snapshot_index:
             return
         self.log.restore(snapshot.index, snapshot.term)
+        self._base_membership = membership
+        self._resync_configs(())
         self.commit_index = max(self.commit_index, snapshot.index)
         # Committed entries match every leader's log, so the snapshot is verified too.
         self._verified_index = max(self._verified_index, snapshot.index)
@@ -520,15 +614,21 @@ class RaftCore:
             self._broadcast_heartbeat()
 
     def _quorum_active(self) -> bool:
-        active = 1 + sum(1 for pr in self._progress.values() if pr.recent_active)
+        active = (self.node_id in self._voters) + sum(
+            1 for p in self._voter_peers if self._progress[p].recent_active
+        )
         for pr in self._progress.values():
             pr.recent_active = False
-        return active >= self.config.quorum
+        return active >= self.membership.quorum
 
     def _append_new(self, kind: EntryKind, data: bytes) -> tuple[int, int]:
         entry = Entry(self.log.last_index + 1, self.term, kind, data)
+        if kind is EntryKind.CONFIG:
+            # In effect before it is appended, so a new member's first probe carries it.
+            self._track_configs((entry,))
+            self._apply_membership()
         self.log.append((entry,))
-        if not self._peers:
+        if not self._voter_peers:
             self._maybe_commit()
         return entry.index, entry.term
 
@@ -540,7 +640,9 @@ class RaftCore:
         self._send(ProposeResponse(self.node_id, msg.src, self.term, msg.request_id, True, index, term))
 
     def _on_append_response(self, msg: AppendEntriesResponse) -> None:
-        pr = self._progress[msg.src]
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return  # no longer a member
         pr.recent_active = True
         pr.acked_seq = max(pr.acked_seq, msg.seq)
         if msg.success:
@@ -551,18 +653,24 @@ class RaftCore:
             elif pr.probing and pr.snapshot is None and msg.match_index >= pr.next - 1:
                 pr.become_replicate()  # the probe found where our logs agree
             self._maybe_send_timeout_now()
-        elif pr.snapshot is None:
+        elif pr.snapshot is None and msg.seq >= pr.floor_seq:
             self._on_append_rejected(pr, msg)
         self._release_reads()
 
     def _on_snapshot_response(self, msg: InstallSnapshotResponse) -> None:
-        pr = self._progress[msg.src]
+        pr = self._progress.get(msg.src)
+        if pr is None:
+            return
         pr.recent_active = True
         if msg.installed:
             if pr.acknowledge(msg.last_index):
                 self._maybe_commit()
             if pr.snapshot is not None and pr.match >= pr.snapshot[0]:
                 pr.become_probe(pr.match + 1)
+                # Rejections already on their way were about the log the snapshot replaced:
+                # a new round tells them from answers to what we send from now on.
+                self._seq += 1
+                pr.floor_seq = self._seq
             self._maybe_send_timeout_now()
         elif pr.snapshot == (msg.last_index, msg.last_term):
             pr.snapshot_offset = msg.next_offset
@@ -571,10 +679,12 @@ class RaftCore:
 
     def _on_append_rejected(self, pr: Progress, msg: AppendEntriesResponse) -> None:
         rejected = msg.match_index
-        if pr.probing and rejected != pr.next - 1:
-            return  # answer to an older probe
-        if not pr.probing and rejected < pr.match:
+        if pr.probing and rejected > pr.next - 1:
+            return  # answer to a probe from before nextIndex last moved down
+        if rejected < pr.match:
             return  # an old rejection, overtaken by later acknowledgements
+        # Anything else says the follower lacks entry ``rejected``: a probe, or a heartbeat
+        # anchored above what it holds (the way a new member or one below the snapshot is found).
         hint = self._next_from_hint(msg)
         if hint <= pr.match:
             # The follower lost entries it had acknowledged (e.g. a corrupt tail
@@ -593,11 +703,15 @@ class RaftCore:
 
     def _maybe_commit(self) -> None:
         """Commit the highest index stored on a quorum, if it is of this term (Figure 8)."""
-        matches = sorted([self.log.stable_index, *(pr.match for pr in self._progress.values())], reverse=True)
-        candidate = matches[self.config.quorum - 1]
+        matches = [self._progress[p].match for p in self._voter_peers]
+        if self.node_id in self._voters:
+            matches.append(self.log.stable_index)
+        matches.sort(reverse=True)
+        candidate = matches[self.membership.quorum - 1]
         if candidate > self.commit_index and self.log.term_at(candidate) == self.term:
             self.commit_index = candidate
             self._admit_reads_waiting_commit()
+            self._step_down_if_removed()
 
     def _maybe_send_timeout_now(self) -> None:
         target = self._transferee
@@ -698,7 +812,7 @@ class RaftCore:
 
     def _queue_read(self, request_id: int, origin: int) -> None:
         read = PendingRead(request_id, origin, self.commit_index, self._seq + 1)
-        if not self._peers and self._committed_in_term():
+        if not self._voter_peers and self._committed_in_term():
             self._complete_read(read)  # a quorum of one confirms itself
             return
         self._reads.admit(read, committed_in_term=self._committed_in_term())
@@ -710,15 +824,18 @@ class RaftCore:
         if not self._reads.before_commit or not self._committed_in_term():
             return
         self._reads.admit_waiting(self.commit_index, self._seq + 1)
-        if not self._peers:
+        if not self._voter_peers:
             for read in self._reads.confirmed(self._seq + 1):
                 self._complete_read(read)
 
     def _release_reads(self) -> None:
         if not self._reads.pending:
             return
-        acked = sorted([self._seq, *(pr.acked_seq for pr in self._progress.values())], reverse=True)
-        for read in self._reads.confirmed(acked[self.config.quorum - 1]):
+        acked = [self._progress[p].acked_seq for p in self._voter_peers]
+        if self.node_id in self._voters:
+            acked.append(self._seq)
+        acked.sort(reverse=True)
+        for read in self._reads.confirmed(acked[self.membership.quorum - 1]):
             self._complete_read(read)
 
     def _complete_read(self, read: PendingRead) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from pyraft.storage.file import last_segment
 from pyraft.testing.conditions import ConditionTimeout, wait_until, wait_until_async
 from pyraft.testing.nemesis import Action, Schedule, flip_byte, resolve_target, truncate_tail
 from pyraft.testing.proxy import CutMode, ProxyNetwork
@@ -75,8 +76,11 @@ class Node:
 
     @property
     def log_file(self) -> Path:
-        """The Raft log inside the data directory (see :mod:`pyraft.storage.file`)."""
-        return self.data_dir / "log"
+        """The log segment appends go to, where a crash leaves a torn tail (pyraft.storage.file)."""
+        segment = last_segment(self.data_dir)
+        if segment is None:
+            raise FileNotFoundError(f"no log segment in {self.data_dir}")
+        return segment
 
 
 async def http_get_json(port: int, path: str, timeout: float = 0.5) -> Any | None:

@@ -9,7 +9,7 @@ loss but not a leader stalled behind one slow follower.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,6 +54,13 @@ class Transport(Protocol):
         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Deliver incoming messages to ``inbox`` until cancelled; ``started()`` once reachable."""
+        ...
+
+    def update_peers(self, peers: Mapping[int, str]) -> None:
+        """The quorum changed: ``peers`` maps every other member's id to its "host:port".
+
+        Links to new members open, links to departed ones close; the node calls
+        this whenever a configuration takes effect (on append, thesis 4.1)."""
         ...
 
     @property

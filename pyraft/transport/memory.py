@@ -9,7 +9,7 @@ refuse fails here too, at the ``send`` call that produced it.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -117,6 +117,10 @@ class MemoryTransport:
         self._handler: ClientHandler | None = None
         self._nursery: trio.Nursery | None = None
         network._register(self)
+
+    def update_peers(self, peers: Mapping[int, str]) -> None:
+        """The in-memory network routes by node id alone: nothing to dial or close."""
+        del peers
 
     def send(self, msg: Message) -> None:
         """Raises CodecError (from the real codec) for a message the wire would refuse."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from functools import partial
 from typing import Any, Final
@@ -92,8 +92,40 @@ class TcpTransport:
         self.port: int | None = None  # the bound port once running (differs from listen_port 0)
         self._backoff = (backoff_initial, backoff_max)
         self._rng = rng if rng is not None else random.Random()
+        self._outbox_size = outbox_size
         self._outboxes = {peer: trio.open_memory_channel[bytes](outbox_size) for peer in peers}
+        self._links: dict[int, trio.CancelScope] = {}
+        self._nursery: trio.Nursery | None = None
         self._running = False
+
+    def update_peers(self, peers: Mapping[int, str]) -> None:
+        """Dial members that joined, hang up on members that left (thesis 4.1: on append).
+
+        An empty address keeps what we knew (the bootstrap voters come with theirs)."""
+        wanted: dict[int, tuple[str, int] | None] = {}
+        for peer, address in peers.items():
+            if peer == self.node_id:
+                continue
+            known = self.peers.get(peer)
+            wanted[peer] = _parse_address(address) if address else known
+        for peer in [p for p in self.peers if p not in wanted]:
+            self._drop_peer(peer)
+        for peer, target in wanted.items():
+            if target is None:
+                logger.warning("node %d: no address for new member %d", self.node_id, peer)
+            elif self.peers.get(peer) != target or peer not in self._outboxes:
+                self._drop_peer(peer)
+                self.peers[peer] = target
+                self._outboxes[peer] = trio.open_memory_channel[bytes](self._outbox_size)
+                if self._nursery is not None:
+                    self._nursery.start_soon(self._link, peer, name=f"pyraft-link-{self.node_id}->{peer}")
+
+    def _drop_peer(self, peer: int) -> None:
+        scope = self._links.pop(peer, None)
+        if scope is not None:
+            scope.cancel()
+        self.peers.pop(peer, None)
+        self._outboxes.pop(peer, None)
 
     # ----------------------------------------------------------------- sending
 
@@ -142,21 +174,30 @@ class TcpTransport:
             handler = partial(self._serve_inbound, inbox, client_handler)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.serve_listeners, handler, listeners)
+                self._nursery = nursery
                 for peer in self.peers:
                     nursery.start_soon(self._link, peer, name=f"pyraft-link-{self.node_id}->{peer}")
                 logger.info("node %d: listening on %s:%d", self.node_id, self.listen_host, self.port)
                 task_status.started(self.port)
         finally:
             self._running = False
+            self._nursery = None
             for listener in listeners:
                 await trio.aclose_forcefully(listener)
 
     # ------------------------------------------------------ outbound peer link
 
     async def _link(self, peer: int) -> None:
-        """Keep one connection to ``peer`` alive for as long as the transport runs."""
+        """Keep one connection to ``peer`` alive while the transport runs and it is a member."""
+        outbox = self._outboxes.get(peer)
+        if outbox is None:
+            return  # it left the quorum before this task got going
+        with trio.CancelScope() as scope:
+            self._links[peer] = scope
+            await self._keep_linked(peer, outbox[1])
+
+    async def _keep_linked(self, peer: int, outbox: trio.MemoryReceiveChannel[bytes]) -> None:
         backoff = Backoff(*self._backoff, rng=self._rng)
-        outbox = self._outboxes[peer][1]
         while True:
             framed = await self._dial(peer)
             if framed is not None:
@@ -477,6 +518,13 @@ async def _receive_or_reject(framed: FramedStream) -> WireMessage | None:
         raise _Reject("bad_frame", f"bad frame: {exc}") from exc
     except CodecError as exc:
         raise _Reject("bad_message", f"undecodable message: {exc}") from exc
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"bad member address {address!r}: expected HOST:PORT")
+    return host, int(port)
 
 
 def _check_reply(reply: WireMessage | None, peer: int) -> None:

@@ -18,6 +18,7 @@ import trio
 from pyraft.client import RaftClient
 from pyraft.localcluster import LocalCluster, free_port_block
 from pyraft.metadata.commands import MetadataCommand, encode_command, register_broker
+from pyraft.storage.file import last_segment
 
 CLUSTER_ID = "pyraft"
 
@@ -145,7 +146,9 @@ def test_truncated_and_corrupted_log_tails_are_recovered(cluster: LocalCluster) 
         write_many(cluster, leader, batch)
         keys += batch
         cluster.kill(victim, signal.SIGKILL)
-        damage(cluster.nodes[victim].data_dir / "log")
+        segment = last_segment(cluster.nodes[victim].data_dir)
+        assert segment is not None
+        damage(segment)
         cluster.start(victim)
         write_many(cluster, leader, [1000 * (round_ + 1) + 999])
         keys.append(1000 * (round_ + 1) + 999)

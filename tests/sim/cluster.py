@@ -21,6 +21,7 @@ from typing import Any
 
 from pyraft.core.config import Config
 from pyraft.core.errors import RaftError
+from pyraft.core.membership import Member, Membership, MembershipError
 from pyraft.core.messages import Entry, HardState, InstallSnapshot, Message
 from pyraft.core.raft import RaftCore, Role
 from pyraft.core.ready import Ready, SnapshotRef, SnapshotSend
@@ -41,7 +42,9 @@ FULL_CHECK_EVERY = 250  # events between whole-state re-checks
 DEFAULT_FAULT_TICKS = 450
 CLIENT_TIMEOUT = 50  # ticks before a client gives up on a calm-phase proposal and resubmits it
 
-CoreFactory = Callable[[Config, random.Random, HardState, Sequence[Entry], SnapshotRef | None], RaftCore]
+CoreFactory = Callable[
+    [Config, random.Random, HardState, Sequence[Entry], SnapshotRef | None, Membership | None], RaftCore
+]
 
 
 def real_core(
@@ -50,8 +53,9 @@ def real_core(
     hard_state: HardState,
     entries: Sequence[Entry],
     snapshot: SnapshotRef | None,
+    membership: Membership | None,
 ) -> RaftCore:
-    return RaftCore(config, rng, hard_state=hard_state, entries=entries, snapshot=snapshot)
+    return RaftCore(config, rng, hard_state, entries, snapshot, membership)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +80,17 @@ class SimConfig:
         )
 
 
-FAULTS = ("crash", "crash_leader", "restart", "split", "isolate_leader", "one_way", "heal", "transfer")
+FAULTS = (
+    "crash",
+    "crash_leader",
+    "restart",
+    "split",
+    "isolate_leader",
+    "one_way",
+    "heal",
+    "transfer",
+    "reconfigure",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +384,7 @@ class Cluster:
         item = node.writes.popleft()
         if isinstance(item, InstallSnapshot):
             next_offset, installed = self._store_chunk(node, item)
-            node.core.snapshot_chunk_stored(item, next_offset, installed)
+            node.core.snapshot_chunk_stored(item, next_offset, installed.membership if installed else None)
         else:
             self._store(node, item)
             node.core.persisted(item[-1].index, item[-1].term)
@@ -395,13 +409,13 @@ class Cluster:
         stored.extend(entries)
         self.monitor.durable_changed(first, self._durable())
 
-    def _store_chunk(self, node: SimNode, chunk: InstallSnapshot) -> tuple[int, bool]:
+    def _store_chunk(self, node: SimNode, chunk: InstallSnapshot) -> tuple[int, SimSnapshot | None]:
         """Storage's InstallSnapshot half: take the chunk; a completed snapshot replaces the log's base."""
         ref = SnapshotRef(chunk.last_index, chunk.last_term)
         next_offset, snapshot = node.receiver.accept(ref, chunk.offset, chunk.data, chunk.done)
         self.stats["snapshot_bytes_taken"] += max(0, next_offset - chunk.offset) if snapshot is None else 1
         if snapshot is None:
-            return next_offset, False
+            return next_offset, None
         store = node.store
         if snapshot.index > store.snapshot.index:
             # Figure 13: keep the log after the snapshot only if it holds the snapshot's last entry.
@@ -410,7 +424,7 @@ class Cluster:
             store.snapshot = snapshot
             self.stats["snapshot_installed"] += 1
             self.monitor.durable_changed(1, self._durable())
-        return next_offset, True
+        return next_offset, snapshot
 
     def _on_client(self, event: Event) -> Sequence[int]:
         if not self.calm:
@@ -443,6 +457,7 @@ class Cluster:
         for node in self.nodes.values():
             if node.core is None:
                 self._boot(node)
+        self.schedule(TICK, "rejoin")
         for i in range(self.sim.calm_proposals):
             op = ClientOp(self.next_op(), f"calm{i}".encode(), calm=True)
             self.calm_ops.append(op)
@@ -511,7 +526,9 @@ class Cluster:
         node.reset_volatile()
         store = node.store
         snapshot = store.snapshot.ref if store.snapshot.index else None
-        node.core = self.core_factory(node.config, node.rng, store.hard_state, tuple(store.entries), snapshot)
+        node.core = self.core_factory(
+            node.config, node.rng, store.hard_state, tuple(store.entries), snapshot, store.snapshot.membership
+        )
         node.applied = list(store.snapshot.entries)  # a restart loads the snapshot, then replays the log
         node.commit_seen = store.snapshot.index
 
@@ -552,12 +569,58 @@ class Cluster:
         self.network.heal()
         return ()
 
+    def _fault_reconfigure(self) -> Sequence[int]:
+        """Single-server membership changes while everything else goes wrong: remove a voter
+        (the leader too), or bring a removed node back as a learner and promote it once caught up.
+        At most one node is ever out, so the quorum size the monitor checks stays right."""
+        leaders = self._leaders()
+        if not leaders:
+            return ()
+        nid = self.rng.choice(leaders)
+        core = self._core(nid)
+        if len(core.membership.voters) == len(self.nodes):
+            victim = self.rng.choice(sorted(self.nodes))
+            self.stats["remove_member"] += self._try_change(lambda: core.remove_member(victim))
+        else:
+            self._grow(core)
+        return (nid,)
+
+    def _grow(self, core: RaftCore) -> None:
+        missing = sorted(set(self.nodes) - core.membership.voter_ids)
+        if not missing:
+            return
+        nid = missing[0]
+        if nid not in core.membership.learner_ids:
+            self.stats["add_learner"] += self._try_change(lambda: core.add_learner(Member(nid)))
+        elif core.match_indexes().get(nid, 0) >= core.commit_index:
+            self.stats["promote_learner"] += self._try_change(lambda: core.promote_learner(nid))
+
+    @staticmethod
+    def _try_change(change: Callable[[], object]) -> int:
+        try:
+            change()
+        except (RaftError, MembershipError):
+            return 0  # one change at a time, or no commit in this term yet
+        return 1
+
+    def _on_rejoin(self, event: Event) -> Sequence[int]:
+        """Calm phase: restore the full quorum, one step at a time, until every node votes again."""
+        leaders = self._leaders()
+        if leaders and all(len(self._core(n).membership.voters) == len(self.nodes) for n in self._up()):
+            return ()
+        self.schedule(5 * TICK, "rejoin")
+        if not leaders:
+            return ()
+        self._grow(self._core(leaders[0]))
+        return (leaders[0],)
+
     def _fault_transfer(self) -> Sequence[int]:
         leaders = self._leaders()
         if not leaders:
             return ()
         nid = self.rng.choice(leaders)
-        target = self.rng.choice([None, *[n for n in self.nodes if n != nid]])
+        voters = self._core(nid).membership.voter_ids
+        target = self.rng.choice([None, *[n for n in sorted(voters) if n != nid]])
         with contextlib.suppress(RaftError):
             self._core(nid).transfer_leadership(target)
         return (nid,)
@@ -711,7 +774,9 @@ class Cluster:
             return
         if applied > core.log.stable_index:
             return  # a snapshot only ever covers entries this node holds durably
-        snapshot = SimSnapshot(applied, core.log.term_at(applied), tuple(node.applied))
+        snapshot = SimSnapshot(
+            applied, core.log.term_at(applied), tuple(node.applied), core.membership_at(applied)
+        )
         node.snapshotting = True
         self.schedule(
             self.rng.randint(1, self.swarm.snapshot_delay),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from pyraft.core.membership import Membership
 from pyraft.core.messages import Entry, EntryKind
 from pyraft.core.ready import SnapshotRef
 
@@ -25,6 +26,7 @@ class SimSnapshot:
     index: int
     term: int
     entries: tuple[Entry, ...]  # the applied prefix 1..index: the state it restores
+    membership: Membership | None = None  # the configuration at ``index`` (None: the bootstrap one)
 
     @property
     def ref(self) -> SnapshotRef:
@@ -32,14 +34,15 @@ class SimSnapshot:
 
     def encode(self) -> bytes:
         rows = [[e.index, e.term, int(e.kind), e.data] for e in self.entries]
-        packed: bytes = msgpack.packb([self.index, self.term, rows], use_bin_type=True)
+        config = self.membership.encode() if self.membership else b""
+        packed: bytes = msgpack.packb([self.index, self.term, rows, config], use_bin_type=True)
         return packed
 
     @staticmethod
     def decode(data: bytes) -> SimSnapshot:
-        index, term, rows = msgpack.unpackb(data)
+        index, term, rows, config = msgpack.unpackb(data)
         entries = tuple(Entry(i, t, EntryKind(k), d) for i, t, k, d in rows)
-        return SimSnapshot(index, term, entries)
+        return SimSnapshot(index, term, entries, Membership.decode(config) if config else None)
 
 
 class Receiver:

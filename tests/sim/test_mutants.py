@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from pyraft.core.config import Config
+from pyraft.core.membership import Membership
 from pyraft.core.messages import Entry, HardState
 from pyraft.core.raft import RaftCore
 from pyraft.core.ready import Ready, SnapshotRef
@@ -33,16 +34,26 @@ class AcksBeforeFsync(RaftCore):
 
 
 def acks_before_fsync(
-    cfg: Config, rng: random.Random, hs: HardState, entries: Sequence[Entry], snapshot: SnapshotRef | None
+    cfg: Config,
+    rng: random.Random,
+    hs: HardState,
+    entries: Sequence[Entry],
+    snapshot: SnapshotRef | None,
+    membership: Membership | None,
 ) -> RaftCore:
-    return AcksBeforeFsync(cfg, rng, hs, entries, snapshot)
+    return AcksBeforeFsync(cfg, rng, hs, entries, snapshot, membership)
 
 
 def loses_tail(
-    cfg: Config, rng: random.Random, hs: HardState, entries: Sequence[Entry], snapshot: SnapshotRef | None
+    cfg: Config,
+    rng: random.Random,
+    hs: HardState,
+    entries: Sequence[Entry],
+    snapshot: SnapshotRef | None,
+    membership: Membership | None,
 ) -> RaftCore:
     """A store that drops its last few fsynced entries on every restart (a lying disk cache)."""
-    return RaftCore(cfg, rng, hs, entries[:-5], snapshot)
+    return RaftCore(cfg, rng, hs, entries[:-5], snapshot, membership)
 
 
 @pytest.mark.parametrize("nodes", [3, 5])
