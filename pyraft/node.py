@@ -216,7 +216,9 @@ async def run_node(settings: NodeSettings, context: NodeContext | None = None) -
     if node.recovery.reason:
         log.warning("recovered log: %s", node.recovery.reason)
     events = ObservedEventLog(metrics)
-    service = MetadataService(node, store, timeout=settings.request_timeout, events=events)
+    service = MetadataService(
+        node, store, timeout=settings.request_timeout, events=events, read_snapshot=node.read_snapshot
+    )
     view = ClusterView(
         settings.node_id,
         settings.cluster_id,
