@@ -220,3 +220,13 @@ def why_log_does_not_follow(
         if term != snapshot_term:
             return f"log has term {term} at index {snapshot_index}, snapshot has {snapshot_term}"
     return None
+
+
+def missing_before_log(log_start: int, snapshot_index: int, notes: Sequence[str]) -> str:
+    """Say which entries neither the log nor any valid snapshot holds, and what load skipped."""
+    found = f"the newest valid snapshot ends at {snapshot_index}" if snapshot_index else "no valid snapshot"
+    skipped = f" ({'; '.join(notes)})" if notes else ""
+    return (
+        f"the log starts at index {log_start} and {found}: entries {snapshot_index + 1}..{log_start - 1} "
+        f"are missing{skipped}"
+    )

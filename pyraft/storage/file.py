@@ -79,6 +79,7 @@ from pyraft.storage.base import (
     check_batch,
     check_hard_state,
     check_snapshot_point,
+    missing_before_log,
     why_log_does_not_follow,
 )
 from pyraft.storage.snapshot import (
@@ -1030,6 +1031,7 @@ class FileStorage:
     ) -> tuple[tuple[SnapshotMeta, bytes] | None, list[int]]:
         """The newest valid snapshot the log connects to, and the indexes of damaged ones skipped."""
         damaged: list[int] = []
+        newest_valid = 0  # of the valid snapshots the log does not connect to
         for index, _term, path in reversed(list_snapshots(self.data_dir)):
             try:
                 meta, data = read_snapshot(path)
@@ -1041,14 +1043,12 @@ class FileStorage:
                 start = segments[_chain_from(segments, index)][0]
                 if start > index + 1:
                     self._skip(notes, f"skipped snapshot {path.name}: the log starts at {start}, after a gap")
+                    newest_valid = max(newest_valid, index)
                     continue
             return (meta, data), damaged
-        if segments and segments[0][0] > 1:
-            missing = f"entries 1..{segments[0][0] - 1}"
-            raise StorageCorrupt(
-                f"{self.data_dir}: the log starts at index {segments[0][0]} and no valid snapshot "
-                f"connects to it: {missing} are missing" + (f" ({'; '.join(notes)})" if notes else "")
-            )
+        start = segments[_chain_from(segments, newest_valid)][0] if segments else 1
+        if start > newest_valid + 1:
+            raise StorageCorrupt(f"{self.data_dir}: {missing_before_log(start, newest_valid, notes)}")
         return None, damaged
 
     def _skip(self, notes: list[str], note: str) -> None:

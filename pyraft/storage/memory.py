@@ -20,6 +20,7 @@ from pyraft.storage.base import (
     check_batch,
     check_hard_state,
     check_snapshot_point,
+    missing_before_log,
     why_log_does_not_follow,
 )
 from pyraft.storage.snapshot import (
@@ -229,6 +230,7 @@ class MemoryStorage:
 
     def _choose_snapshot(self, notes: list[str]) -> tuple[SnapshotMeta | None, list[int]]:
         damaged: list[int] = []
+        newest_valid = 0  # of the valid snapshots the log does not connect to
         for index, term in sorted(self._files, reverse=True):
             try:
                 meta, _ = decode_snapshot(self._files[(index, term)])
@@ -240,13 +242,11 @@ class MemoryStorage:
                 continue
             if self._log_first > index + 1:
                 self._skip(notes, f"skipped snapshot ({index}, {term}): the log starts at {self._log_first}")
+                newest_valid = max(newest_valid, index)
                 continue
             return meta, damaged
-        if self._log_first > 1:
-            raise StorageCorrupt(
-                f"the log starts at index {self._log_first} and no valid snapshot connects to it: "
-                f"entries 1..{self._log_first - 1} are missing" + (f" ({'; '.join(notes)})" if notes else "")
-            )
+        if self._log_first > newest_valid + 1:
+            raise StorageCorrupt(missing_before_log(self._log_first, newest_valid, notes))
         return None, damaged
 
     @staticmethod
