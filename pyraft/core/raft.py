@@ -204,11 +204,14 @@ class RaftCore:
         """Drop the log up to ``index`` (applied, durable, and covered by a saved snapshot)."""
         if self._snapshot is None or index > min(self._snapshot.index, self.applied_index):
             raise ValueError(f"cannot compact to {index}: not covered by a saved, applied snapshot")
+        if index > self.log.stable_index:
+            raise ValueError(f"cannot compact to {index}: durable here only up to {self.log.stable_index}")
         if index <= self.log.snapshot_index:
             return
-        self._base_membership = self.membership_at(index)
-        self._configs = [c for c in self._configs if c[0] > index]
+        base = self.membership_at(index)
         self.log.compact(index)
+        self._base_membership = base
+        self._configs = [c for c in self._configs if c[0] > index]
 
     def snapshot_chunk_stored(
         self, chunk: InstallSnapshot, next_offset: int, installed: Membership | None
@@ -335,6 +338,8 @@ class RaftCore:
             self._send(AppendEntriesResponse(self.node_id, msg.src, self.term, False, msg.prev_log_index))
         elif isinstance(msg, RequestVote):
             self._send(RequestVoteResponse(self.node_id, msg.src, self.term, False, msg.pre_vote))
+        elif isinstance(msg, InstallSnapshot):
+            self._answer_snapshot(msg, 0, False)
 
     # --------------------------------------------------------- role changes
 
