@@ -1,15 +1,20 @@
-"""Recovery and memory: restart time and RSS of a node whose log holds N records.
+"""Recovery and memory: restart time and RSS of a node that has applied N records.
 
-    python -m bench.recovery                      # 1,000,000 records
+    python -m bench.recovery                      # 1,000,000 records, with snapshots
     python -m bench.recovery --records 100000 --runs 3
+    python -m bench.recovery --log-only           # no snapshot: the whole log is replayed
 
-The log is written straight through FileStorage (the node's own on-disk format),
-N real RegisterBrokerRecord commands with distinct broker ids, as a single-node
-quorum's log would hold them. Then ``python -m pyraft.node`` is started on it,
-and we time two things: until GET /status answers (the log is read and checked),
-and until the node has elected itself, committed and applied all N records to its
-MetadataStore (the state rebuilt; pyraft has no snapshots yet, so this is a full
-replay). The node's RSS (from /proc) is read at that point.
+The data directory is written straight through FileStorage (the node's own
+on-disk format): N real RegisterBrokerRecord commands with distinct broker ids,
+as a single-node quorum's log would hold them. By default the records are also
+applied to a MetadataStore here and snapshots are saved the way a node with
+``--snapshot-entries 100000`` leaves them (snapshots at N - 150,000 and
+N - 50,000, the log compacted one snapshot behind; a tenth and a twentieth of N
+for small N), so a restart loads the newest snapshot and replays the records
+after it. Then ``python -m
+pyraft.node`` is started on it, and we time two things: until GET /status
+answers (snapshot loaded, log read and checked), and until the node has elected
+itself and applied all N records. The node's RSS (from /proc) is read then.
 
 Throughput from 3 to 5 nodes: ``python -m bench.throughput --nodes 5 --systems pyraft-fsync``.
 """
@@ -25,23 +30,39 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Progress, broker_payload, machine_info, summarize, write_json
+from pyraft.core.membership import Membership
 from pyraft.core.messages import Entry, HardState
 from pyraft.localcluster import LocalCluster
+from pyraft.metadata.store import MetadataStore
 from pyraft.storage.file import FileStorage
+from pyraft.storage.snapshot import SnapshotMeta
 
 BATCH = 10_000
+SNAPSHOT_EVERY = 100_000  # the node's default --snapshot-entries
+TAIL = 50_000  # records after the newest snapshot
 
 
-def build_log(data_dir: Path, records: int) -> float:
-    """Write ``records`` command entries of term 1; returns seconds taken."""
+def build_data_dir(data_dir: Path, records: int, *, snapshots: bool, voters: tuple[int, ...] = (1,)) -> float:
+    """Write ``records`` command entries of term 1 (and snapshots); returns seconds taken."""
     start = time.monotonic()
     storage = FileStorage(data_dir, fsync=False)
+    store = MetadataStore() if snapshots else None
+    every, tail = min(SNAPSHOT_EVERY, records // 10), min(TAIL, records // 20)
+    marks = {records - tail - every, records - tail} if snapshots else set()
+    membership = Membership.of_ids(voters)
     try:
         storage.save_hard_state(HardState(1, 1))
-        progress = Progress((records + BATCH - 1) // BATCH, "write log")
+        progress = Progress((records + BATCH - 1) // BATCH, "write log" + (" and apply" if store else ""))
         for first in range(1, records + 1, BATCH):
             last = min(records, first + BATCH - 1)
-            storage.append([Entry(i, 1, data=broker_payload(i)) for i in range(first, last + 1)])
+            entries = [Entry(i, 1, data=broker_payload(i)) for i in range(first, last + 1)]
+            storage.append(entries)
+            for entry in entries if store else ():
+                assert store is not None
+                store.apply(entry.index, entry.data)
+                if entry.index in marks:
+                    meta = SnapshotMeta(entry.index, 1, voters, config=membership.encode())
+                    storage.save_snapshot(meta, store.capture()())
             progress.step(f"{last} records")
     finally:
         storage.close()
@@ -81,11 +102,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--records", type=int, default=1_000_000)
     p.add_argument("--runs", type=int, default=3, help="restarts of the same log")
     p.add_argument("--port", type=int, default=25000)
+    p.add_argument("--log-only", action="store_true", help="no snapshots: replay the whole log")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pyraft-recovery-") as tmp:
         root = Path(tmp)
-        write_s = build_log(root / "1", args.records)
+        write_s = build_data_dir(root / "1", args.records, snapshots=not args.log_only)
         log_bytes = sum(f.stat().st_size for f in (root / "1").rglob("*") if f.is_file())
         runs = []
         for run in range(args.runs):
@@ -94,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {
         "benchmark": "recovery",
         "records": args.records,
+        "snapshots": not args.log_only,
         "log_bytes": log_bytes,
         "log_write_s": round(write_s, 2),
         "runs": runs,
@@ -106,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{statistics.median(r['applied_s'] for r in runs):.2f} s, RSS "
         f"{statistics.median(r['rss_mb'] for r in runs):.0f} MB"
     )
-    write_json(args.out / "recovery.json", result)
+    write_json(args.out / ("recovery-log-only.json" if args.log_only else "recovery.json"), result)
     return result
 
 
