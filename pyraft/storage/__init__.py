@@ -1,4 +1,4 @@
-"""Durable storage of a node's hard state and Raft log (see ``base.Storage``)."""
+"""Durable storage of a node's hard state, Raft log and snapshots (see ``base.Storage``)."""
 
 from pyraft.storage.base import (
     MAX_RECORD_BYTES,
@@ -11,6 +11,7 @@ from pyraft.storage.base import (
 )
 from pyraft.storage.file import DirLock, FileStorage
 from pyraft.storage.memory import MemoryStorage
+from pyraft.storage.snapshot import SnapshotCorrupt, SnapshotMeta
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -18,6 +19,8 @@ __all__ = [
     "FileStorage",
     "MemoryStorage",
     "RecoveryReport",
+    "SnapshotCorrupt",
+    "SnapshotMeta",
     "Storage",
     "StorageClosed",
     "StorageCorrupt",

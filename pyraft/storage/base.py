@@ -78,7 +78,11 @@ class Storage(Protocol):
 
     Entries are numbered from 1 without gaps; a snapshot stands in for every
     entry up to its ``last_index``. Every mutating call is durable when it
-    returns, so the caller may then send messages that depend on it."""
+    returns, so the caller may then send messages that depend on it.
+
+    On Python 3.11 ``isinstance(x, Storage)`` reads the two properties, which
+    makes a ``FileStorage`` recover its log (and raise once closed): rely on
+    static typing rather than a runtime check."""
 
     def load(self) -> tuple[HardState, list[Entry], RecoveryReport]:
         """Recover: the hard state and the log after the latest valid snapshot.

@@ -551,8 +551,7 @@ def _scan_segment(
             _refuse_unless_last(path, reason, last)
             return seg, [], _TailRepair(seg, size, reason, torn_header=True)
         check_log_header(buf, str(path))
-        with _gc_paused():
-            scan = scan_records(buf, first, prev_term)
+        scan = scan_records(buf, first, prev_term)
         del buf
         seg.offsets, seg.end, seg.last_term = scan.offsets, scan.end, scan.last_term
         if scan.reason is None:
@@ -606,6 +605,10 @@ class _Log:
         return self.segments[-1].last_index
 
     @property
+    def last_term(self) -> int:
+        return self.segments[-1].last_term
+
+    @property
     def first_stored(self) -> int:
         return self.segments[0].first
 
@@ -632,13 +635,18 @@ class _Log:
         The records are encoded before anything changes, so an entry too
         large to store leaves the log as it was."""
         first = entries[0].index
-        position = self._position(first)
-        seg = self.segments[position]
-        at = seg.offset_of(first)
+        seg = self.segments[-1]
+        cut = first != seg.first + len(seg.offsets)  # else extending the log: no search, nothing to cut
+        if cut:
+            position = self._position(first)
+            seg = self.segments[position]
+            at = seg.offset_of(first)
+        else:
+            at = seg.end
         roll = at >= self._segment_bytes and first > seg.first
         offsets: array[int] = array("q")
         buf = encode_records(entries, _LOG_HEADER.size if roll else at, offsets)
-        if first <= self.last_index:
+        if cut:
             self._truncate_from(first, position)
         if roll:
             seg = self._roll(first)
@@ -704,27 +712,31 @@ class _Log:
 def _scan_chain(
     chain: list[tuple[int, Path]], *, fsync: bool
 ) -> tuple[list[_Segment], list[Entry], _TailRepair | None]:
-    """Read the segments load needs, in order, checking that each continues the one before."""
+    """Read the segments load needs, in order, checking that each continues the one before.
+
+    The cyclic GC stays paused for the whole chain: re-enabled between
+    segments, it could run a full collection over every entry decoded so far."""
     segments: list[_Segment] = []
     entries: list[Entry] = []
     repair = None
     try:
-        for position, (first, path) in enumerate(chain):
-            if segments and first != segments[-1].last_index + 1:
-                expected = segments[-1].last_index + 1
-                raise StorageCorrupt(
-                    f"{path}: log segment starts at index {first} but the one before ends at "
-                    f"{expected - 1}"
-                    + (f": entries {expected}..{first - 1} are missing" if first > expected else "")
-                )
-            prev_term = segments[-1].last_term if segments else 0
-            last = position == len(chain) - 1
-            seg, found, repair = _scan_segment(path, first, prev_term, last=last, fsync=fsync)
-            segments.append(seg)
-            if entries:
-                entries.extend(found)
-            else:
-                entries = found
+        with _gc_paused():
+            for position, (first, path) in enumerate(chain):
+                if segments and first != segments[-1].last_index + 1:
+                    expected = segments[-1].last_index + 1
+                    raise StorageCorrupt(
+                        f"{path}: log segment starts at index {first} but the one before ends at "
+                        f"{expected - 1}"
+                        + (f": entries {expected}..{first - 1} are missing" if first > expected else "")
+                    )
+                prev_term = segments[-1].last_term if segments else 0
+                last = position == len(chain) - 1
+                seg, found, repair = _scan_segment(path, first, prev_term, last=last, fsync=fsync)
+                segments.append(seg)
+                if entries:
+                    entries.extend(found)
+                else:
+                    entries = found
     except BaseException:
         for seg in segments:
             seg.close()
@@ -857,9 +869,14 @@ class FileStorage:
         self._check_usable()
         if not entries:
             return
-        log = self._ensure_log()
+        log = self._log or self._ensure_log()
         first, last = entries[0].index, log.last_index
-        prev_term = self._guarded(lambda: log.term_at(first - 1)) if log.base_index < first <= last + 1 else 0
+        if first == last + 1:  # the common case, kept cheap: extending the log
+            prev_term = log.last_term
+        elif log.base_index < first <= last:
+            prev_term = self._guarded(lambda: log.term_at(first - 1))
+        else:
+            prev_term = 0  # check_batch refuses it
         check_batch(entries, last, prev_term, log.base_index + 1)
         self._guarded(lambda: log.write(entries))
 
