@@ -29,6 +29,7 @@ flags come from the same table. Otherwise it is a BrokerRegistrationChangeRecord
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -337,8 +338,16 @@ def _checked(record: R) -> R:
     return record
 
 
+_local = threading.local()
+
+
 def _pack(value: object) -> bytes:
-    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    """``msgpack.packb`` without its cost of a new Packer per call (~1 µs of every apply, which
+    packs the outcome). A Packer is not thread-safe, so each thread keeps its own."""
+    packer = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    packed: bytes = packer.pack(value)
     return packed
 
 

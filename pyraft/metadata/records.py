@@ -23,21 +23,24 @@ REST API can.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from operator import attrgetter
+from typing import Any, ClassVar, TypeVar
 
 import msgpack
 
 from pyraft.metadata.fields import (
+    JSON_CONVERTERS,
     SECURITY_PROTOCOL_NAMES,
     SECURITY_PROTOCOLS,
+    WIRE_CONVERTERS,
     BrokerEndpoint,
+    Converter,
     Field,
     RecordError,
-    from_json_value,
-    from_wire_value,
     is_uuid,
+    needs_conversion,
     to_json_value,
     to_wire_value,
 )
@@ -66,7 +69,10 @@ __all__ = [
     "is_uuid",
     "record_from_json",
     "record_from_wire",
+    "replaced",
 ]
+
+R = TypeVar("R", bound="Record")
 
 
 class Record:
@@ -80,15 +86,11 @@ class Record:
 
     def to_wire(self) -> list[Any]:
         """The msgpack-ready list ``[apiKey, version, field...]``."""
-        return [
-            self.API_KEY,
-            self.VERSION,
-            *(to_wire_value(f.kind, getattr(self, f.attr)) for f in self.FIELDS),
-        ]
+        return _CODECS[type(self)].to_wire(self)
 
     def to_json(self) -> dict[str, Any]:
         """The record's fields under Kafka's camelCase names, JSON-able."""
-        return {f.json: to_json_value(f.kind, getattr(self, f.attr)) for f in self.FIELDS}
+        return _CODECS[type(self)].to_json(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,32 +330,82 @@ def record_from_wire(wire: object) -> Record:
     """Build a record from its decoded msgpack list, checking apiKey, version, arity and types."""
     if not isinstance(wire, list) or len(wire) < 2:
         raise RecordError("a record must be a list [apiKey, version, field...]")
-    cls = _record_class(wire[0])
+    codec = _codec(wire[0])
+    cls = codec.cls
     if type(wire[1]) is not int or wire[1] != cls.VERSION:
         raise RecordError(f"{cls.NAME} version {wire[1]!r} is not supported (only {cls.VERSION})")
-    values = wire[2:]
-    if len(values) != len(cls.FIELDS):
-        raise RecordError(f"{cls.NAME} v{cls.VERSION} has {len(cls.FIELDS)} fields, got {len(values)}")
-    kwargs = {
-        f.attr: from_wire_value(f.kind, v, f"{cls.NAME}.{f.json}")
-        for f, v in zip(cls.FIELDS, values, strict=True)
-    }
-    return cls(**kwargs)
+    if len(wire) - 2 != len(codec.from_wire):
+        raise RecordError(f"{cls.NAME} v{cls.VERSION} has {len(cls.FIELDS)} fields, got {len(wire) - 2}")
+    return cls(*[check(v, where) for (check, where), v in zip(codec.from_wire, wire[2:], strict=True)])
 
 
 def record_from_json(api_key: int, body: Mapping[str, Any]) -> Record:
     """Build a record from its ``to_json`` view (e.g. a fetched record), with the same checks."""
-    cls = _record_class(api_key)
+    codec = _codec(api_key)
+    cls = codec.cls
     if not isinstance(body, Mapping):
         raise RecordError(f"{cls.NAME} must be a JSON object")
-    names = {f.json for f in cls.FIELDS}
-    if set(body) != names:
-        raise RecordError(f"{cls.NAME} fields must be exactly {sorted(names)}, got {sorted(body)}")
-    kwargs = {f.attr: from_json_value(f.kind, body[f.json], f"{cls.NAME}.{f.json}") for f in cls.FIELDS}
-    return cls(**kwargs)
+    if set(body) != codec.json_names:
+        raise RecordError(f"{cls.NAME} fields must be exactly {sorted(codec.json_names)}, got {sorted(body)}")
+    return cls(
+        *[check(body[name], where) for (check, where), name in zip(codec.from_json, codec.names, strict=True)]
+    )
 
 
-def _record_class(api_key: object) -> type[Record]:
-    if type(api_key) is not int or api_key not in RECORD_TYPES:
+def replaced(record: R, **changes: Any) -> R:
+    """``dataclasses.replace`` for records at a fraction of its cost (it rebuilds keyword arguments
+    from the dataclass fields on every call); the apply path makes a changed record per command."""
+    codec = _CODECS[type(record)]
+    values = list(codec.values(record))
+    for attr, value in changes.items():
+        values[codec.positions[attr]] = value
+    return type(record)(*values)
+
+
+def _codec(api_key: object) -> _Codec:
+    if type(api_key) is not int or api_key not in _CODECS_BY_KEY:
         raise RecordError(f"unknown record apiKey {api_key!r}")
-    return RECORD_TYPES[api_key]
+    return _CODECS_BY_KEY[api_key]
+
+
+class _Codec:
+    """One record class's conversions, worked out once from its FIELDS (fields.py says why).
+
+    Records are built positionally: FIELDS lists the dataclass fields in
+    their order (a test pins it), so no keyword dict is made per record."""
+
+    def __init__(self, cls: type[Record]) -> None:
+        fields = cls.FIELDS
+        self.cls = cls
+        self.names = tuple(f.json for f in fields)
+        self.json_names = frozenset(self.names)
+        self.from_wire: tuple[tuple[Converter, str], ...] = tuple(
+            (WIRE_CONVERTERS[f.kind], f"{cls.NAME}.{f.json}") for f in fields
+        )
+        self.from_json: tuple[tuple[Converter, str], ...] = tuple(
+            (JSON_CONVERTERS[f.kind], f"{cls.NAME}.{f.json}") for f in fields
+        )
+        attrs = [f.attr for f in fields]
+        self.positions = {attr: i for i, attr in enumerate(attrs)}
+        self.values: Callable[[Record], tuple[Any, ...]] = (
+            attrgetter(*attrs) if len(attrs) > 1 else lambda r: tuple(getattr(r, a) for a in attrs)
+        )
+        self._converted = tuple((i, f.kind) for i, f in enumerate(fields) if needs_conversion(f.kind))
+        self._head = [cls.API_KEY, cls.VERSION]
+
+    def to_wire(self, record: Record) -> list[Any]:
+        values = [*self._head, *self.values(record)]
+        for i, kind in self._converted:
+            values[i + 2] = to_wire_value(kind, values[i + 2])
+        return values
+
+    def to_json(self, record: Record) -> dict[str, Any]:
+        view = dict(zip(self.names, self.values(record), strict=True))
+        for i, kind in self._converted:
+            name = self.names[i]
+            view[name] = to_json_value(kind, view[name])
+        return view
+
+
+_CODECS: dict[type[Record], _Codec] = {cls: _Codec(cls) for cls in RECORD_TYPES.values()}
+_CODECS_BY_KEY: dict[int, _Codec] = {cls.API_KEY: _CODECS[cls] for cls in RECORD_TYPES.values()}

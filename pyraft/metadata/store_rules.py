@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from pyraft.metadata.commands import CONFLICT, CREATED, INVALID, METADATA_VERSION, NOT_FOUND, OK
@@ -28,6 +28,7 @@ from pyraft.metadata.records import (
     RemoveTopicRecord,
     TopicRecord,
     UnregisterBrokerRecord,
+    replaced,
 )
 from pyraft.metadata.store_state import MetadataState, changed_partition
 
@@ -63,7 +64,7 @@ def _register(state: MetadataState, index: int, rec: Record) -> Decision:
     if problem:
         return reject(INVALID, problem)
     old = state.brokers.get(rec.broker_id)
-    effective = replace(rec, broker_epoch=index)
+    effective = replaced(rec, broker_epoch=index)
     if rec.broker_epoch == -1:
         if old is None:
             return Decision(CREATED, effective)
@@ -122,7 +123,7 @@ def _unregister(state: MetadataState, index: int, rec: Record) -> Decision:
         return reject(NOT_FOUND, f"broker {rec.broker_id} is not registered")
     if rec.broker_epoch not in (-1, old.broker_epoch):
         return _stale(rec.broker_id, rec.broker_epoch, old.broker_epoch)
-    return Decision(OK, replace(rec, broker_epoch=old.broker_epoch), state.broker_view(old))
+    return Decision(OK, replaced(rec, broker_epoch=old.broker_epoch), state.broker_view(old))
 
 
 def _producer(state: MetadataState, index: int, rec: Record) -> Decision:

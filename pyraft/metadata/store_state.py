@@ -7,7 +7,7 @@ happened (store_rules) or the record comes from another store's effective log
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyraft.metadata.records import (
@@ -24,6 +24,7 @@ from pyraft.metadata.records import (
     RemoveTopicRecord,
     TopicRecord,
     UnregisterBrokerRecord,
+    replaced,
 )
 from pyraft.metadata.store_tables import PartitionKey, PartitionTable
 
@@ -111,7 +112,7 @@ def broker_status(broker: RegisterBrokerRecord) -> str:
 def changed_partition(old: PartitionRecord, change: PartitionChangeRecord) -> PartitionRecord:
     """The partition after ``change``: partitionEpoch always +1, leaderEpoch +1 when the leader changes."""
     leader = old.leader if change.leader == -2 else change.leader
-    return replace(
+    return replaced(
         old,
         isr=old.isr if change.isr is None else change.isr,
         leader=leader,
@@ -140,7 +141,7 @@ def _broker_change(state: MetadataState, rec: Record) -> None:
     old = state.brokers[rec.broker_id]
     fenced = old.fenced if rec.fenced == 0 else rec.fenced == 1
     shutdown = old.in_controlled_shutdown or rec.in_controlled_shutdown == 1
-    state.brokers[rec.broker_id] = replace(old, fenced=fenced, in_controlled_shutdown=shutdown)
+    state.brokers[rec.broker_id] = replaced(old, fenced=fenced, in_controlled_shutdown=shutdown)
 
 
 def _topic(state: MetadataState, rec: Record) -> None:

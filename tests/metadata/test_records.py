@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 import msgpack
 import pytest
 
 from pyraft.metadata import commands as c
+from pyraft.metadata.fields import to_json_value, to_wire_value
 from pyraft.metadata.records import (
     RECORD_TYPES,
     NoOpRecord,
@@ -15,7 +17,9 @@ from pyraft.metadata.records import (
     RecordError,
     decode_record,
     encode_record,
+    is_uuid,
     record_from_json,
+    replaced,
 )
 
 TOPIC = "3f2a8d1e-7c4b-4e8a-9f10-2b3c4d5e6f70"
@@ -109,6 +113,12 @@ def test_json_views_use_kafka_camel_case() -> None:
         ([0, 1, 1, INCARNATION, -1, [["n", "h", 70000, 0]], None, True, False], "endPoints[0].port"),
         ([0, 1, 1, INCARNATION, -1, [["n", "h", 1]], None, True, False], "endPoints[0]: expected [name"),
         ([0, 1, 1, INCARNATION, -1, [], None, 1, False], "RegisterBrokerRecord.fenced: expected bool"),
+        (
+            [0, 1, 1, INCARNATION, -1, [["a", "h", 1, 0], ["b", 7, 1, 0]], None, True, False],
+            "endPoints[1].host",
+        ),
+        ([0, 1, 1, INCARNATION, -1, [["n", "h", True, 0]], None, True, False], "endPoints[0].port"),
+        ([0, 1, 1, INCARNATION, -1, [["n", "h", 1, 2**15]], None, True, False], "securityProtocol: expected"),
         ("nope", "a record must be a list"),
     ],
 )
@@ -195,3 +205,55 @@ def test_broker_status_table(status: str, fenced: int, shutdown: int) -> None:
 def test_unknown_broker_status() -> None:
     with pytest.raises(RecordError, match="unknown brokerStatus 'DEAD'"):
         c.parse_broker_status("DEAD")
+
+
+def test_fields_list_every_dataclass_field_in_order() -> None:
+    """Records are built positionally from FIELDS (records._Codec), so the orders must agree."""
+    for cls in RECORD_TYPES.values():
+        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        assert [f.attr for f in cls.FIELDS] == names, cls.NAME
+
+
+@pytest.mark.parametrize("record", sample_records(), ids=lambda r: type(r).__name__)
+def test_precomputed_codecs_equal_the_field_by_field_definition(record: Record) -> None:
+    fields = record.FIELDS
+    assert record.to_json() == {f.json: to_json_value(f.kind, getattr(record, f.attr)) for f in fields}
+    expected = [
+        record.API_KEY,
+        record.VERSION,
+        *(to_wire_value(f.kind, getattr(record, f.attr)) for f in fields),
+    ]
+    assert record.to_wire() == expected
+    for f in fields:
+        value = getattr(record, f.attr)
+        assert replaced(record, **{f.attr: value}) == dataclasses.replace(record, **{f.attr: value})  # type: ignore[type-var]
+
+
+def test_replaced_changes_only_what_it_is_given() -> None:
+    broker = c.register_broker(1, "h1", 9092, "PLAINTEXT", "rack-a", INCARNATION)
+    changed = replaced(broker, broker_epoch=7, fenced=False)
+    assert changed == dataclasses.replace(broker, broker_epoch=7, fenced=False)
+    assert broker.broker_epoch == -1 and broker.fenced is True
+
+
+NOT_QUITE_UUIDS = [
+    INCARNATION.upper(),
+    "{" + INCARNATION + "}",
+    INCARNATION.replace("-", ""),
+    "urn:uuid:" + INCARNATION,
+    INCARNATION[:-1] + "g",
+    INCARNATION[:-1] + "\u0663",  # an Arabic-Indic digit: int() takes it, the canonical form has none
+    " " + INCARNATION[1:],
+    INCARNATION.replace("-", "_"),
+    INCARNATION[:8] + "_" + INCARNATION[9:],
+    "",
+]
+
+
+@pytest.mark.parametrize("text", [INCARNATION, *NOT_QUITE_UUIDS])
+def test_is_uuid_accepts_exactly_the_canonical_form(text: str) -> None:
+    try:
+        canonical = str(uuid.UUID(text)) == text
+    except ValueError:
+        canonical = False
+    assert is_uuid(text) is canonical
