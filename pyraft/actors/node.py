@@ -113,8 +113,11 @@ class RaftNode:
         election, heartbeat = timing.ticks()
         config = Config(node_id, voters, election_ticks=election, heartbeat_ticks=heartbeat)
         base, membership = _restore_at_start(storage, state_machine)
+        # Our own address book wins over addresses in configurations from other nodes:
+        # they are as those nodes dial each other (behind proxies, NAT, other names).
+        self._addresses = dict(addresses or {})
         if membership is None:
-            known = addresses or {}
+            known = self._addresses
             membership = Membership(tuple(Member(v, known.get(v, "")) for v in sorted(voters)))
         self.core = RaftCore(config, rng or random.Random(), hard_state, entries, base, membership)
         self.node_id = node_id
@@ -255,7 +258,8 @@ class RaftNode:
         membership = self.core.membership
         if membership != self._last_membership:
             self._last_membership = membership
-            peers = {i: a for i, a in membership.addresses().items() if i != self.node_id}
+            listed = membership.addresses().items()
+            peers = {i: self._addresses.get(i) or a for i, a in listed if i != self.node_id}
             self.transport.update_peers(peers)
 
     async def _send_snapshot_chunks(self) -> None:
