@@ -214,22 +214,21 @@ class IdempotencyMemory:
     def frozen(self) -> FrozenOutcomes:
         """The remembered outcomes as of now, oldest first, unaffected by later changes; O(chunks)."""
         self._sealed = True
-        return FrozenOutcomes(tuple(self._chunks), self._head, self.capacity)
+        return FrozenOutcomes(tuple(self._chunks), self._head)
 
     def items(self) -> list[tuple[str, bytes]]:
         """``(key, outcome)`` oldest first."""
-        return list(self.frozen())
+        return list(islice(chain.from_iterable(self._chunks), self._head, None))
 
 
 class FrozenOutcomes:
     """An idempotency memory's contents at one moment, for encoding a snapshot in another thread."""
 
-    __slots__ = ("_chunks", "_head", "capacity")
+    __slots__ = ("_chunks", "_head")
 
-    def __init__(self, chunks: tuple[list[tuple[str, bytes]], ...], head: int, capacity: int) -> None:
+    def __init__(self, chunks: tuple[list[tuple[str, bytes]], ...], head: int) -> None:
         self._chunks = chunks
         self._head = head
-        self.capacity = capacity
 
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         """``(key, outcome)`` oldest first."""
