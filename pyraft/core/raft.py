@@ -404,9 +404,9 @@ class RaftCore:
     # ------------------------------------------------------------- elections
 
     def _tick_election(self) -> None:
+        self._election_elapsed += 1  # runs for learners too: their leader lease must expire
         if self._installing is not None or self.node_id not in self._voters:
             return  # a node rewriting its log, or a learner, must not campaign
-        self._election_elapsed += 1
         if self._election_elapsed >= self._randomized_timeout:
             self._campaign()
 
