@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pyraft.core.messages import Entry, HardState
-from pyraft.storage import MemoryStorage, StorageClosed
+from pyraft.storage import MemoryStorage, SnapshotMeta, StorageClosed
 
 
 def test_crash_hands_the_durable_state_to_a_fresh_twin() -> None:
@@ -40,3 +40,18 @@ def test_seeding_is_validated_like_an_append() -> None:
         MemoryStorage(HardState(1, None), [Entry(2, 1)])
     with pytest.raises(ValueError):
         MemoryStorage(HardState(-1, None))
+
+
+def test_crash_carries_snapshots_but_not_a_transfer_in_progress() -> None:
+    s = MemoryStorage(HardState(1, None), [Entry(i, 1) for i in range(1, 6)])
+    saved = s.save_snapshot(SnapshotMeta(3, 1, (1,)), b"state at 3")
+    leader = MemoryStorage(HardState(2, None), [Entry(i, 2) for i in range(1, 11)])
+    sent = leader.save_snapshot(SnapshotMeta(9, 2, (1,)), b"leader state")
+    chunk = leader.read_snapshot_chunk(*sent.id, 0, 20)
+    assert chunk is not None and s.receive_chunk(*sent.id, 0, chunk[0], False) == (20, None)
+    twin = s.crash()
+    assert twin.durable_snapshots() == s.durable_snapshots() and list(twin.durable_snapshots()) == [(3, 1)]
+    assert twin.snapshot() == saved and twin.read_snapshot() == (saved, b"state at 3")
+    assert twin.receive_chunk(*sent.id, 20, b"rest", True) == (0, None)  # the partial transfer died with s
+    with pytest.raises(KeyError):
+        twin.damage_snapshot(9, 2, b"")
