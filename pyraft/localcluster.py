@@ -3,12 +3,16 @@
 Used by ``python -m pyraft.localcluster`` (the quick start) and by the
 multi-process tests, which need the same thing: real processes on loopback,
 each with its own data directory, and a way to wait for conditions on them.
+Nodes ``1..size`` bootstrap the quorum; ``add_node`` makes another one that
+starts outside it, as an observer waiting to be added (a membership change).
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -32,14 +36,34 @@ class NodeProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def status(self, timeout: float = 0.5) -> dict[str, Any] | None:
-        """GET /status, or None when the node does not answer."""
-        url = f"http://127.0.0.1:{self.http_port}/status"
+        """GET /status, or None when the node does not answer.
+
+        A garbled answer counts as none: polling the port of a node that is down can end
+        in a TCP self-connection (the kernel picks that very port as our source port),
+        which reads back our own request line."""
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:
-                body: dict[str, Any] = json.load(response)
-                return body
-        except (OSError, urllib.error.URLError, ValueError):
+            status, body = self.call("GET", "/status", timeout=timeout)
+        except (OSError, ValueError, http.client.HTTPException):
             return None
+        return body if status == 200 else None
+
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> tuple[int, dict[str, Any]]:
+        """One JSON request to this node's HTTP port: (status, body), error statuses included.
+        Raises OSError when the node does not answer."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return int(response.status), json.load(response)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), json.load(exc)
+
+    @property
+    def raft_address(self) -> str:
+        return f"127.0.0.1:{self.raft_port}"
 
     @property
     def running(self) -> bool:
@@ -54,9 +78,11 @@ class LocalCluster:
     base_raft_port: int = 9001
     extra_args: list[str] = field(default_factory=list)
     nodes: dict[int, NodeProcess] = field(default_factory=dict)
+    bootstrap: list[int] = field(default_factory=list)  # the ids in every node's --voters
 
     def __post_init__(self) -> None:
-        for i in range(1, self.size + 1):
+        self.bootstrap = list(range(1, self.size + 1))
+        for i in self.bootstrap:
             self.nodes[i] = NodeProcess(
                 i,
                 self.base_http_port + i - 1,
@@ -67,7 +93,8 @@ class LocalCluster:
 
     @property
     def voters(self) -> str:
-        return ",".join(f"{n.node_id}@127.0.0.1:{n.raft_port}" for n in self.nodes.values())
+        """The bootstrap quorum; nodes added later are not in it (their logs say who votes)."""
+        return ",".join(f"{i}@127.0.0.1:{self.nodes[i].raft_port}" for i in self.bootstrap)
 
     @property
     def peer_http(self) -> str:
@@ -78,9 +105,29 @@ class LocalCluster:
     def raft_addresses(self) -> list[tuple[str, int]]:
         return [("127.0.0.1", n.raft_port) for n in self.nodes.values()]
 
+    def add_node(self, node_id: int) -> NodeProcess:
+        """A node outside the bootstrap quorum: started, it is an observer waiting to be added.
+
+        Its raft port is its HTTP port + 1000, the convention by which the nodes started
+        before it (whose --peer-http does not name it) find its HTTP URL."""
+        if node_id in self.nodes:
+            raise ValueError(f"node {node_id} exists already")
+        taken = {p for n in self.nodes.values() for p in (n.http_port, n.raft_port)}
+        http_port = free_port_pair(1000, avoid=taken)
+        node = NodeProcess(
+            node_id,
+            http_port,
+            http_port + 1000,
+            self.root / str(node_id),
+            self.root / f"node-{node_id}.log",
+        )
+        self.nodes[node_id] = node
+        return node
+
     def start(self, node_id: int) -> None:
         node = self.nodes[node_id]
         node.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        own_port = [] if node_id in self.bootstrap else ["--raft-port", str(node.raft_port)]
         cmd = [
             sys.executable,
             "-m",
@@ -95,6 +142,7 @@ class LocalCluster:
             str(node.data_dir),
             "--peer-http",
             self.peer_http,
+            *own_port,
             *self.extra_args,
         ]
         log = node.log_path.open("ab")
@@ -155,16 +203,64 @@ class LocalCluster:
     def wait_for_leader(self, timeout: float = 30.0) -> int:
         return int(self.wait_for("a leader", self.leader, timeout))
 
+    def settled(self) -> int | None:
+        """The leader, once every running node answers, follows it, and has applied what it
+        committed: a membership change started then does not depend on a straggler."""
+        statuses = self.statuses()
+        leader = self.leader()
+        running = [n.node_id for n in self.nodes.values() if n.running]
+        if leader is None or leader not in statuses or sorted(statuses) != running:
+            return None
+        commit = statuses[leader]["commitIndex"]
+        if all(s["leaderId"] == leader and s["lastApplied"] >= commit for s in statuses.values()):
+            return leader
+        return None
+
+    def wait_settled(self, timeout: float = 30.0) -> int:
+        return int(
+            self.wait_for("every node to follow one leader and apply its commits", self.settled, timeout)
+        )
+
 
 def free_port_block(count: int) -> int:
-    """A base port with ``count`` consecutive free ports after it (for tests and benchmarks)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + count < 65000 and all(_is_free(base + i) for i in range(count)):
+    """A base port with ``count`` consecutive free ports after it (for tests and benchmarks).
+
+    Drawn below the kernel's ephemeral range: a port from inside it can be taken, between
+    this check and the node's bind, as the source port of some outgoing connection (the
+    nodes dial each other), and the node then fails with "address already in use"."""
+    return _free_ports(tuple(range(max(count, 1))), set())
+
+
+def free_port_pair(offset: int, avoid: set[int] | None = None) -> int:
+    """A free port ``p`` with ``p + offset`` free too (a node's HTTP and raft ports)."""
+    return _free_ports((0, offset), avoid or set())
+
+
+def _free_ports(offsets: tuple[int, ...], avoid: set[int]) -> int:
+    low = _ephemeral_low() - max(offsets) - 1
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(FIRST_TEST_PORT, low) if low > FIRST_TEST_PORT else _kernel_port()
+        ports = [base + o for o in offsets]
+        if ports[-1] < 65000 and not avoid.intersection(ports) and all(_is_free(p) for p in ports):
             return base
-    raise RuntimeError("no block of free ports found")
+    raise RuntimeError("no free ports found")
+
+
+FIRST_TEST_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; elsewhere the draw below is still outside the usual range
+
+
+def _kernel_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _is_free(port: int) -> bool:

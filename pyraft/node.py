@@ -1,10 +1,18 @@
-"""Run one pyraft node: ``python -m pyraft.node --port 8001`` (see ``--help``)."""
+"""Run one pyraft node: ``python -m pyraft.node --port 8001`` (see ``--help``).
+
+A node whose ``--id`` is not among ``--voters`` joins an existing quorum: it starts
+as an observer that knows the voters (to reach them) but is not one of them, and
+waits for an operator to add it (``pyraft quorum add-voter``, KIP-853's
+AddRaftVoter). Once its log holds a configuration, that configuration wins over
+``--voters`` on every restart.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +20,7 @@ import trio
 
 from pyraft.actors.node import RaftNode, Timing
 from pyraft.actors.snapshots import DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, SnapshotPolicy
+from pyraft.core.membership import Membership
 from pyraft.core.raft import Role
 from pyraft.http.app import build_app
 from pyraft.http.cluster import ClusterView
@@ -70,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one node of a pyraft quorum (Raft, with a KRaft-style metadata log).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--id", type=int, default=1, help="this node's id; must appear in --voters")
+    p.add_argument(
+        "--id",
+        type=int,
+        default=1,
+        help="this node's id; an id outside --voters starts an observer that waits to be added",
+    )
     p.add_argument(
         "--port", type=int, default=8001, help="HTTP port (the metadata REST API, GET /status, /docs)"
     )
@@ -79,13 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--raft-port",
         type=int,
         default=None,
-        help="port for peers and clients (default: our port in --voters, else --port + 1000)",
+        help="port for peers and clients (default: our port in --voters, else --port + 1000, "
+        "which is what a joining node outside --voters uses)",
     )
     p.add_argument(
         "--voters",
         type=parse_voters,
         default=None,
-        help="the quorum as ID@HOST:PORT,... (as KRaft's controller.quorum.voters); omit for one node",
+        help="the quorum as ID@HOST:PORT,... (as KRaft's controller.quorum.voters); omit for one node. "
+        "Only bootstraps: once the log holds a configuration (after a membership change), that wins",
     )
     p.add_argument(
         "--data-dir", type=Path, default=None, help="where the log and vote live (default: data/<id>)"
@@ -153,6 +169,23 @@ class NodeSettings:
     peer_http: tuple[tuple[int, str], ...] = ()
     snapshots: SnapshotPolicy = field(default_factory=SnapshotPolicy)
 
+    @property
+    def joining(self) -> bool:
+        """Started outside ``--voters``: an observer until an operator adds it."""
+        return all(v.node_id != self.node_id for v in self.voters)
+
+    @property
+    def raft_address(self) -> str:
+        """Our raft ``host:port`` as others should dial it (a wildcard host names this machine)."""
+        host = socket.gethostname() if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"{host}:{self.raft_port}"
+
+    def raft_addresses(self) -> dict[int, str]:
+        """Every voter's raft address, and ours (which a joining node is not among the voters with)."""
+        addresses = {v.node_id: f"{v.host}:{v.port}" for v in self.voters}
+        addresses.setdefault(self.node_id, self.raft_address)
+        return addresses
+
     def http_urls(self) -> dict[int, str]:
         """Every voter's HTTP URL: ours, the given ones, else raft port - 1000 on the voter's host."""
         urls = {v.node_id: f"http://{v.host}:{v.port - 1000}" for v in self.voters if v.port > 1000}
@@ -164,11 +197,11 @@ class NodeSettings:
 def settings_from_args(args: argparse.Namespace) -> NodeSettings:
     voters: list[Voter] = args.voters or []
     own = next((v for v in voters if v.node_id == args.id), None)
-    if voters and own is None:
-        raise SystemExit(f"error: --id {args.id} is not among --voters")
     raft_port = args.raft_port or (own.port if own else args.port + 1000)
     if not voters:
         voters = [Voter(args.id, args.host, raft_port)]
+    elif own is None:
+        _check_joiner_port(voters, args.host, raft_port)
     timing = Timing(args.tick_ms, args.election_timeout_ms, args.heartbeat_ms)
     try:
         timing.ticks()
@@ -189,6 +222,16 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         peer_http=tuple(sorted((args.peer_http or {}).items())),
         snapshots=snapshots,
     )
+
+
+def _check_joiner_port(voters: list[Voter], host: str, raft_port: int) -> None:
+    """A joining node must listen somewhere else than the voters it will talk to."""
+    for voter in voters:
+        if voter.port == raft_port and voter.host in (host, "0.0.0.0", "::"):
+            raise SystemExit(
+                f"error: --raft-port {raft_port} is node {voter.node_id}'s port in --voters; "
+                "a joining node needs a port of its own"
+            )
 
 
 async def run_node(settings: NodeSettings, context: NodeContext | None = None) -> None:
@@ -222,7 +265,7 @@ async def run_node(settings: NodeSettings, context: NodeContext | None = None) -
     view = ClusterView(
         settings.node_id,
         settings.cluster_id,
-        {v.node_id: f"{v.host}:{v.port}" for v in settings.voters},
+        settings.raft_addresses(),
         settings.http_urls(),
         metrics,
         tracker,
@@ -232,6 +275,7 @@ async def run_node(settings: NodeSettings, context: NodeContext | None = None) -
             await nursery.start(node.run, NodeClientHandler(node))
             nursery.start_soon(NodeWatcher(node, events).run)
             nursery.start_soon(service.bootstrap_features)
+            nursery.start_soon(announce_membership, node, settings)
             app = build_app(node, service, events, view)
             await nursery.start(serve_http, app, settings.host, settings.http_port)
             log.info(
@@ -248,6 +292,48 @@ async def run_node(settings: NodeSettings, context: NodeContext | None = None) -
             nursery.cancel_scope.cancel()
     finally:
         storage.close()
+
+
+OUTSIDE = "outside the quorum (not added yet, or removed): it votes for nobody and is not replicated to"
+
+
+def standing(membership: Membership, node_id: int) -> str:
+    """What this node is in a configuration: voter, observer (a learner), or outside it."""
+    if node_id in membership.voter_ids:
+        return "a voter"
+    if node_id in membership.learner_ids:
+        return "an observer (a learner catching up; it becomes a voter once it holds the log)"
+    return OUTSIDE
+
+
+def waiting_message(settings: NodeSettings, membership: Membership) -> str:
+    """What a node outside the configuration tells its operator: who the voters are and how to add it."""
+    voters = ", ".join(str(i) for i in sorted(membership.voter_ids))
+    urls = settings.http_urls()
+    servers = ",".join(urls[i].removeprefix("http://") for i in sorted(membership.voter_ids) if i in urls)
+    server = f" --server {servers}" if servers else ""
+    add = f"pyraft{server} quorum add-voter --id {settings.node_id} --address {settings.raft_address}"
+    return (
+        f"node {settings.node_id} is an observer waiting to be added: it is not a voter of the quorum "
+        f"(voters {voters}) and will follow the leader once added. Add it with: {add}"
+    )
+
+
+async def announce_membership(node: RaftNode, settings: NodeSettings) -> None:
+    """Log this node's standing at start (with the command that adds it when it is outside the
+    quorum) and every change of it after: without asking the API, the operator sees a join go
+    from observer to voter, or a removal."""
+    last = standing(node.core.membership, settings.node_id)
+    if last == OUTSIDE:
+        log.warning("%s", waiting_message(settings, node.core.membership))
+    else:
+        log.info("node %d is %s", settings.node_id, last)
+    while True:
+        await node.progressed.wait()
+        now = standing(node.core.membership, settings.node_id)
+        if now != last:
+            log.info("node %d is now %s", settings.node_id, now)
+            last = now
 
 
 async def _wait_for_signal() -> None:

@@ -2,7 +2,9 @@
 
 Runs on trio's autojump clock. Each node's ``ClusterView`` fetches from the other
 nodes' apps through httpx's ASGITransport, so a follower's /quorum really asks
-the leader's app, with no sockets.
+the leader's app, with no sockets. Nodes 1-3 bootstrap the quorum; a node started
+with another id is an observer waiting to be added, and the view's probe of a
+raft address finds it in-process (address ``127.0.0.1:9000+id``).
 """
 
 from __future__ import annotations
@@ -28,10 +30,15 @@ from pyraft.storage.memory import MemoryStorage
 from pyraft.transport.memory import MemoryNetwork, MemoryTransport
 
 VOTERS = (1, 2, 3)
+KNOWN_IDS = range(1, 10)  # every node's view knows these nodes' HTTP URLs
 
 
 def url(node_id: int) -> str:
     return f"http://node{node_id}"
+
+
+def address(node_id: int) -> str:
+    return f"127.0.0.1:{9000 + node_id}"
 
 
 class OpNode:
@@ -49,6 +56,7 @@ class OpNode:
             timing=Timing(),
             rng=random.Random(node_id),
             offload_io=False,
+            addresses={v: address(v) for v in VOTERS},
         )
         tracker.log_end = lambda: self.node.core.log.last_index
         metrics.attach(self.node, tracker)
@@ -57,11 +65,12 @@ class OpNode:
         self.view = ClusterView(
             node_id,
             "pyraft",
-            {v: f"127.0.0.1:{9000 + v}" for v in VOTERS},
-            {v: url(v) for v in VOTERS},
+            {v: address(v) for v in (*VOTERS, node_id)},
+            {i: url(i) for i in KNOWN_IDS},
             metrics,
             tracker,
             fetch=cluster.fetch,
+            probe=cluster.probe,
         )
         self.app = build_app(self.node, self.service, self.events, self.view)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url=url(node_id))
@@ -93,6 +102,14 @@ class OpCluster:
             response = await node.http.request(method, target, json=body)
         answer: dict[str, Any] = response.json()
         return response.status_code, answer
+
+    async def probe(self, raft_address: str, cluster_id: str, timeout: float) -> int:
+        """The ClusterView's probe of a raft port: the running node with that address answers."""
+        await trio.lowlevel.checkpoint()
+        for node_id in self.nodes:
+            if address(node_id) == raft_address:
+                return node_id
+        raise PeerUnreachable(f"nothing answered at {raft_address}")
 
     def leader(self) -> OpNode | None:
         leaders = [n for n in self.nodes.values() if n.node.core.role is Role.LEADER]
