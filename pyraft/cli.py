@@ -5,7 +5,9 @@ Talks to any node over HTTP. ``--server`` takes one address or several
 cluster's three nodes, node 1 first) keeps working when a node is down. Output
 is a rich table on a terminal, plain text when piped, JSON with ``--json``. An
 error answer from the server is printed as one line on stderr and exits 1; no
-server reachable exits 3.
+server reachable exits 3. A membership change that was sent but got no answer
+in time is not sent to the next server (it may be running): that exits 3 too,
+saying so.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from rich.table import Table
 from pyraft.localcluster import LocalCluster
 
 DEFAULT_SERVERS = "127.0.0.1:8001,127.0.0.1:8002,127.0.0.1:8003"
+DEFAULT_CATCH_UP = 30.0  # the server's default wait for a new voter to catch up, in seconds
+CHANGE_MARGIN = 25.0  # on top of the catch-up: probing the node, committing two configurations
 EXIT_SERVER_ERROR = 1
 EXIT_UNREACHABLE = 3
 ROLE_STYLE = {"leader": "bold yellow", "follower": "cyan", "candidate": "magenta"}
@@ -52,11 +56,24 @@ class Api:
         self.servers = [_url(s) for s in servers.split(",") if s.strip()]
         self.timeout = timeout
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, repeatable: bool = True
+    ) -> Any:
+        """The server's JSON answer. ``repeatable=False``: a request that timed out after it was
+        sent is not sent again to the next server, since the first may still carry it out."""
         failures = []
         for server in self.servers:
             try:
                 status, answer = self._once(method, server + path, body)
+            except TimeoutError as exc:
+                if not repeatable:
+                    raise CliError(
+                        f"{server} did not answer within {self.timeout:g} s ({exc}); the change may still "
+                        "be running: see pyraft quorum describe",
+                        EXIT_UNREACHABLE,
+                    ) from None
+                failures.append(f"{server}: {exc}")
+                continue
             except OSError as exc:
                 failures.append(f"{server}: {getattr(exc, 'reason', exc)}")
                 continue
@@ -120,18 +137,21 @@ def quorum_table(q: dict[str, Any]) -> Table:
         f"cluster {q['clusterId']}: leader {q['leaderId']}, epoch {q['leaderEpoch']}, "
         f"high watermark {q['highWatermark']} (answered by {q['answeredBy']}, {q['source']} view)"
     )
+    members = [("voter", v) for v in q["voters"]] + [("observer", o) for o in q.get("observers", [])]
     rows = [
         (
-            f"[bold yellow]{v['id']} *[/]" if v["id"] == q["leaderId"] else v["id"],
-            v["address"],
-            v["logEndOffset"],
-            v["lag"],
-            _age(v["lastFetchTimestamp"]),
-            _age(v["lastCaughtUpTimestamp"]),
+            f"[bold yellow]{m['id']} *[/]" if m["id"] == q["leaderId"] else m["id"],
+            role,
+            m["address"],
+            m["logEndOffset"],
+            m["lag"],
+            _age(m["lastFetchTimestamp"]),
+            _age(m["lastCaughtUpTimestamp"]),
         )
-        for v in q["voters"]
+        for role, m in members
     ]
-    return make_table(title, ("id", "address", "log end", "lag", "last fetch", "last caught up"), rows)
+    columns = ("id", "role", "address", "log end", "lag", "last fetch", "last caught up")
+    return make_table(title, columns, rows)
 
 
 def _age(ms: int | None) -> str | None:
@@ -143,6 +163,31 @@ def _age(ms: int | None) -> str | None:
 
 def cmd_quorum(args: argparse.Namespace, api: Api) -> None:
     show(args, api.call("GET", "/quorum"), quorum_table)
+
+
+def cmd_quorum_add_voter(args: argparse.Namespace, api: Api) -> None:
+    """KIP-853's AddRaftVoter: the node must already run as an observer; answers once it votes."""
+    body: dict[str, Any] = {"id": args.id, "address": args.address}
+    if args.catch_up_timeout is not None:
+        body["timeoutMs"] = max(1, round(args.catch_up_timeout * 1000))
+    catch_up = args.catch_up_timeout if args.catch_up_timeout is not None else DEFAULT_CATCH_UP
+    api.timeout = max(api.timeout, catch_up + CHANGE_MARGIN)  # the answer comes after the catch-up
+    answer = api.call("POST", "/quorum/voters", body, repeatable=False)
+    _show_change(args, answer, f"node {args.id} is now a voter")
+
+
+def cmd_quorum_remove_voter(args: argparse.Namespace, api: Api) -> None:
+    api.timeout = max(api.timeout, CHANGE_MARGIN)
+    answer = api.call("DELETE", f"/quorum/voters/{args.id}", repeatable=False)
+    _show_change(args, answer, f"node {args.id} is no longer a member")
+
+
+def _show_change(args: argparse.Namespace, answer: dict[str, Any], done: str) -> None:
+    if args.json:
+        show(args, answer)
+        return
+    out.print(f"[bold]{done}[/]", highlight=False)
+    out.print(quorum_table(answer))
 
 
 def cmd_brokers_list(args: argparse.Namespace, api: Api) -> None:
@@ -331,10 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for one answer")
     sub = p.add_subparsers(dest="group", required=True, metavar="COMMAND")
     _cluster_parser(sub)
-    quorum = sub.add_parser("quorum", help="quorum status").add_subparsers(dest="action", required=True)
-    quorum.add_parser("describe", help="leader, epoch, high watermark, each voter's lag").set_defaults(
-        run=cmd_quorum
-    )
+    _quorum_parser(sub)
     _broker_parser(sub)
     _topic_parser(sub)
     _partition_parser(sub)
@@ -357,6 +399,36 @@ def _cluster_parser(sub: Any) -> None:
     up.add_argument("--http-port", type=int, default=8001, help="HTTP port of node 1 (node i: +i-1)")
     up.add_argument("--raft-port", type=int, default=9001, help="raft port of node 1 (node i: +i-1)")
     up.set_defaults(run=cmd_cluster_up)
+
+
+def _quorum_parser(sub: Any) -> None:
+    quorum = sub.add_parser("quorum", help="quorum status and membership").add_subparsers(
+        dest="action", required=True
+    )
+    quorum.add_parser("describe", help="leader, epoch, high watermark, each member's lag").set_defaults(
+        run=cmd_quorum
+    )
+    add = quorum.add_parser(
+        "add-voter",
+        help="add a running observer as a voter (it catches up first)",
+        description="Add a node that already runs outside --voters (an observer): the leader makes it "
+        "a learner, waits until it holds the log, then makes it a voter. One change at a time.",
+    )
+    add.add_argument("--id", type=int, required=True, help="the node's --id")
+    add.add_argument("--address", required=True, help="HOST:PORT of its raft port")
+    add.add_argument(
+        "--timeout",
+        dest="catch_up_timeout",
+        type=float,
+        default=None,
+        help=f"seconds the leader waits for it to catch up (server default {DEFAULT_CATCH_UP:g})",
+    )
+    add.set_defaults(run=cmd_quorum_add_voter)
+    remove = quorum.add_parser(
+        "remove-voter", help="remove a voter or observer (the leader too: it hands over first)"
+    )
+    remove.add_argument("--id", type=int, required=True, help="the node to remove")
+    remove.set_defaults(run=cmd_quorum_remove_voter)
 
 
 def _broker_parser(sub: Any) -> None:
