@@ -124,7 +124,12 @@ def decode_command(data: bytes) -> MetadataCommand:
 
 def encode_outcome(outcome: Outcome) -> bytes:
     """The bytes ``StateMachine.apply`` returns to the proposer."""
-    return _pack([outcome.status, outcome.body, outcome.offset, outcome.message])
+    return pack_outcome(outcome.status, outcome.body, outcome.offset, outcome.message)
+
+
+def pack_outcome(status: str, body: dict[str, Any], offset: int, message: str) -> bytes:
+    """``encode_outcome`` without building the Outcome first (the store's apply path)."""
+    return _pack([status, body, offset, message])
 
 
 def decode_outcome(data: bytes) -> Outcome:

@@ -36,6 +36,7 @@ from pyraft.metadata.commands import (
     decode_command,
     decode_outcome,
     encode_outcome,
+    pack_outcome,
 )
 from pyraft.metadata.records import (
     BrokerRegistrationChangeRecord,
@@ -200,12 +201,13 @@ class MetadataStore:
             remembered = self._memory.get(key)
             if remembered is not None:
                 return remembered
-        result = encode_outcome(self._decide_and_install(index, cmd.record))
+        result = self._decide_and_install(index, cmd.record)
         if key is not None:
             self._memory.remember(key, result)
         return result
 
-    def _decide_and_install(self, index: int, record: Record) -> Outcome:
+    def _decide_and_install(self, index: int, record: Record) -> bytes:
+        """The encoded Outcome of ``record`` at ``index``, after installing what it changes."""
         decision = decide(self.state, index, record)
         body = decision.body
         if decision.record is not None:
@@ -213,7 +215,7 @@ class MetadataStore:
             self._append(index, decision.record)
             if body is None:
                 body = self._view_after(decision.record)
-        return Outcome(decision.status, body or {}, index, decision.message)
+        return pack_outcome(decision.status, body or {}, index, decision.message)
 
     def _view_after(self, record: Record) -> dict[str, Any]:
         """The JSON view of what ``record`` created or changed, read from the new state."""

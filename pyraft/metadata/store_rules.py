@@ -92,8 +92,9 @@ def _registration_problem(rec: RegisterBrokerRecord) -> str:
     names = [e.name for e in rec.end_points]
     if len(set(names)) != len(names):
         return f"endpoint names must be unique, got {names}"
-    if any(not e.host or e.port == 0 or not e.name for e in rec.end_points):
-        return "every endpoint needs a name, a host and a port in 1..65535"
+    for e in rec.end_points:  # a loop rather than any(generator): this runs for every registration
+        if not e.host or e.port == 0 or not e.name:
+            return "every endpoint needs a name, a host and a port in 1..65535"
     if rec.rack == "":
         return "rack must be null or a non-empty string"
     return ""
