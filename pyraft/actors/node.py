@@ -139,7 +139,7 @@ class RaftNode:
         self.role_changed = trio.Event()  # replaced on every change; for waiting in tests and shutdown
         self.progressed = trio.Event()  # replaced after every Ready: wake-up for condition waiters
         self._last_role = (self.core.role, self.core.leader_id, self.core.term)
-        self._last_membership: Membership | None = None
+        self._last_membership: tuple[Membership, int | None] | None = None
 
     # ---------------------------------------------------------------- running
 
@@ -255,12 +255,18 @@ class RaftNode:
         self.progressed = trio.Event()
 
     def _note_membership(self) -> None:
-        membership = self.core.membership
-        if membership != self._last_membership:
-            self._last_membership = membership
-            listed = membership.addresses().items()
-            peers = {i: self._addresses.get(i) or a for i, a in listed if i != self.node_id}
-            self.transport.update_peers(peers)
+        """Keep the transport linked to every member, and to the leader even when it is not one:
+        a leader removing itself leads until that change commits, which takes our answers."""
+        seen = (self.core.membership, self.core.leader_id)
+        if seen == self._last_membership:
+            return
+        self._last_membership = seen
+        membership, leader = seen
+        listed = membership.addresses().items()
+        peers = {i: self._addresses.get(i) or a for i, a in listed if i != self.node_id}
+        if leader is not None and leader != self.node_id and leader not in peers:
+            peers[leader] = self._addresses.get(leader, "")  # empty: the transport keeps what it knew
+        self.transport.update_peers(peers)
 
     async def _send_snapshot_chunks(self) -> None:
         """Leader side of InstallSnapshot: read each chunk the core asks for and send it."""

@@ -157,19 +157,8 @@ def test_a_removed_follower_no_longer_counts_toward_the_majority(cluster: LocalC
     assert len(voter_ids(c, new_leader)) == 3
 
 
-# Engine bug (pyraft/transport/tcp.py with RaftNode._note_membership): a follower that appends
-# the configuration removing the leader calls TcpTransport.update_peers without the leader,
-# which drops its outbox to the leader; its AppendEntriesResponses are then discarded ("dropping
-# ... for unknown node", debug level), the removed leader never sees the new configuration
-# acknowledged, never commits it, and steps down by CheckQuorum an election timeout later
-# without TimeoutNow. Thesis 4.2.2: the leader manages the cluster until C_new commits, so
-# followers must keep answering it. The next leader commits the change, but the old leader is
-# no longer replicated to and never learns: DELETE waits out its bound and answers 503
-# outcome_unknown. In-memory transports hide it (their update_peers does nothing).
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: followers drop their link to a leader that removes itself before it commits",
-)
+# Thesis 4.2.2: the leader manages the cluster until the configuration without it commits, so
+# followers keep their link to it (RaftNode._note_membership) although it is no longer a member.
 def test_the_leader_removes_itself_and_the_rest_elect_a_leader_at_once(cluster: LocalCluster) -> None:
     c = cluster
     old = c.wait_for_leader()
