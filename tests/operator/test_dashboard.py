@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -43,25 +44,43 @@ if not os.path.exists(CHROMIUM):
 
 
 def post(url: str, body: dict[str, object]) -> dict[str, object]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        answer: dict[str, object] = json.load(response)
-        return answer
+    """POST a create, repeated while it answers 503: an election on a loaded machine is no
+    failure of the dashboard, and repeating an identical create is safe (README: 200 on a repeat)."""
+    deadline = time.monotonic() + 15
+    while True:
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer: dict[str, object] = json.load(response)
+                return answer
+        except urllib.error.HTTPError as exc:  # say what the node answered, not just its status
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise AssertionError(f"POST {url} answered {exc.code}: {exc.read()!r}") from None
+        time.sleep(0.1)
+
+
+# One snapshot of what the page shows about the leader: the marker, that node's card, the text.
+LEADER_SHOWN = """() => {
+  const marker = document.querySelector("#leader");
+  const id = marker && marker.getAttribute("data-leader-id");
+  const card = id && document.querySelector(`.node[data-node-id="${id}"]`);
+  return {id, text: marker ? marker.innerText : "", role: card ? card.getAttribute("data-role") : null};
+}"""
 
 
 def shown_leader(page: Any, cluster: LocalCluster) -> int:
-    """The leader the page marks, once it is the one the cluster agrees on."""
+    """The leader the page marks, once it is the one the cluster agrees on and the page shows it
+    consistently (marker, text and card read together: the page may be mid-update)."""
     deadline = time.monotonic() + 10
     while True:
-        marked = page.get_attribute("#leader", "data-leader-id")
+        shown = page.evaluate(LEADER_SHOWN)
         agreed = cluster.leader()
-        if marked and agreed == int(marked):
-            card = page.query_selector(f'.node[data-node-id="{marked}"]')
-            assert card is not None and card.get_attribute("data-role") == "leader"
-            assert f"node {marked}" in page.inner_text("#leader")
+        marked = shown["id"]
+        consistent = shown["role"] == "leader" and f"node {marked}" in shown["text"]
+        if marked and agreed == int(marked) and consistent:
             return agreed
-        assert time.monotonic() < deadline, f"page marks {marked!r}, cluster says {agreed}"
+        assert time.monotonic() < deadline, f"page shows {shown}, cluster says {agreed}"
         time.sleep(0.05)
 
 
