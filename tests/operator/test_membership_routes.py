@@ -209,7 +209,9 @@ async def test_the_leader_removes_itself_and_another_takes_over(autojump_clock: 
         removed = await leader.http.delete(f"/quorum/voters/{old}")
 
         assert removed.status_code == 200, removed.text
-        assert old not in ids(removed.json()["voters"])
+        answer = removed.json()
+        assert old not in ids(answer["voters"]) and answer["answeredBy"] == old
+        assert answer["source"] == "local" and answer["leaderId"] is None  # it stepped down first
         await wait_until(lambda: (new := c.leader()) is not None and new.node.node_id != old)
         new = c.leader()
         assert new is not None and new.node.core.membership.voter_ids == {1, 2, 3} - {old}
