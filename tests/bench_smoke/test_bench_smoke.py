@@ -65,6 +65,14 @@ def test_recovery_smoke(tmp_path: Path) -> None:
     assert results["rss_mb"]["median"] > 10
 
 
+def test_join_smoke(tmp_path: Path) -> None:
+    run_module("bench.join", "--records", "3000", "--runs", "1", "--port", "25301", "--out", str(tmp_path))
+    results = json.loads((tmp_path / "join.json").read_text())
+    assert results["records"] == 3000 and results["snapshot_bytes"] > 0
+    assert results["applied_s"]["median"] >= results["voter_s"]["median"] > 0
+    assert results["joiner_rss_mb"]["median"] > 10
+
+
 def test_rest_smoke(tmp_path: Path) -> None:
     pytest.importorskip("httpx")
     run_module(
