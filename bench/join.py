@@ -37,18 +37,13 @@ def join_once(seed_dir: Path, root: Path, records: int, port: int) -> dict[str, 
     cluster = LocalCluster(root, len(VOTERS), port, port + 100, ["--log-level", "WARNING"])
     try:
         cluster.start_all()
-        leader = cluster.wait_for_leader(timeout=600)
         cluster.wait_for("the quorum to apply everything", lambda: _applied_everywhere(cluster, records), 600)
         joiner = cluster.add_node(4)
         cluster.start(4)
         cluster.wait_for("node 4 to serve", joiner.status, timeout=120)
         start = time.monotonic()
-        status, body = cluster.nodes[leader].call(
-            "POST", "/quorum/voters", {"id": 4, "address": joiner.raft_address}, timeout=1800
-        )
+        leader = _add_voter(cluster, 4, joiner.raft_address)
         voter_s = time.monotonic() - start
-        if status not in (200, 201):
-            raise RuntimeError(f"POST /quorum/voters answered {status}: {body}")
         top = cluster.statuses()[leader]["commitIndex"]
         cluster.wait_for("node 4 to apply", lambda: _applied(joiner.status(timeout=2.0), top), 1800)
         applied_s = time.monotonic() - start
@@ -56,6 +51,22 @@ def join_once(seed_dir: Path, root: Path, records: int, port: int) -> dict[str, 
         return {"voter_s": voter_s, "applied_s": applied_s, "joiner_rss_mb": rss_mb(joiner.proc.pid)}
     finally:
         cluster.stop_all(signal.SIGKILL)
+
+
+def _add_voter(cluster: LocalCluster, node_id: int, address: str) -> int:
+    """POST /quorum/voters to the leader, again to the new one if leadership moved (a 503 that
+    names no outcome means the change was not made); returns the leader that made it."""
+    deadline = time.monotonic() + 1800
+    while True:
+        leader = cluster.wait_for_leader(timeout=600)
+        body = {"id": node_id, "address": address}
+        status, answer = cluster.nodes[leader].call("POST", "/quorum/voters", body, timeout=1800)
+        if status in (200, 201):
+            return leader
+        if status != 503 or answer.get("error") not in ("not_leader", "no_leader"):
+            raise RuntimeError(f"POST /quorum/voters answered {status}: {answer}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no leader took the change: {answer}")
 
 
 def _applied(status: dict[str, Any] | None, index: int) -> bool:
