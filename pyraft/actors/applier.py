@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
+from pyraft.actors.heap import freeze_heap
 from pyraft.core.messages import Entry, EntryKind
 from pyraft.core.ready import SnapshotRef
 from pyraft.statemachine import StateMachine
@@ -117,6 +118,7 @@ class Applier:
         else:
             install = self.state_machine.restore(loaded[1])
         install()
+        freeze_heap()
         self.applied_index = snapshot.index
         self._recent.clear()
         for index in [i for i in self._proposals if i <= snapshot.index]:

@@ -32,6 +32,7 @@ from pyraft.actors.events import (
     Tick,
     TransferCmd,
 )
+from pyraft.actors.heap import freeze_heap
 from pyraft.actors.snapshots import SnapshotPolicy, Snapshotter
 from pyraft.actors.storage import DiskItem, StorageActor, membership_of
 from pyraft.core.config import Config
@@ -461,6 +462,7 @@ def _restore_at_start(
         return None, None
     meta, data = loaded
     state_machine.restore(data)()
+    freeze_heap()
     return SnapshotRef(meta.last_index, meta.last_term), membership_of(meta)
 
 

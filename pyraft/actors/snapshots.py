@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from pyraft.actors.events import SnapshotSaved
+from pyraft.actors.heap import freeze_heap
 from pyraft.core.log import LogError
 from pyraft.core.ready import SnapshotRef
 from pyraft.storage.snapshot import SnapshotMeta
@@ -107,6 +108,7 @@ class Snapshotter:
         self._bytes_at_latest = applied_bytes
         self.taken += 1
         node.state_machine.compact(index)
+        freeze_heap()
         await inbox.send(SnapshotSaved(index, term, compact_to=previous))
         log.info(
             "node %d: snapshot at index %d (%d bytes), log compacted to %d",
