@@ -345,7 +345,7 @@ async def _wait_for_signal() -> None:
 
 async def step_down(node: RaftNode) -> None:
     """A leader hands over before it stops (thesis 3.10), so the quorum does not wait out a timeout."""
-    if node.core.role is not Role.LEADER or len(node.core.config.voters) == 1:
+    if node.core.role is not Role.LEADER or len(node.core.membership.voters) == 1:
         return
     with trio.move_on_after(4 * node.timing.election_timeout_ms / 1000):
         try:

@@ -104,9 +104,8 @@ class NodeWatcher:
         timeout = node.timing.election_timeout_ms / 1000
         self.peer_interval = peer_interval if peer_interval is not None else timeout
         self._last = _snapshot(node)
-        self._peers = [p for p in node.core.config.voters if p != node.node_id]
-        self._received = {p: 0 for p in self._peers}
-        self._connects = {p: 0 for p in self._peers}
+        self._received: dict[int, int] = {}
+        self._connects: dict[int, int] = {}
         self._silent: set[int] = set()
 
     async def run(self) -> None:
@@ -144,11 +143,13 @@ class NodeWatcher:
     def sample_peers(self) -> None:
         stats = self.node.transport.stats
         leading = self._last["role"] == "leader"
-        for peer in self._peers:
+        members = self.node.core.membership.ids - {self.node.node_id}  # the live configuration
+        self._silent &= members
+        for peer in sorted(members):
             connects, received = stats.connects[peer], stats.received[peer]
-            if connects > self._connects[peer]:
+            if connects > self._connects.get(peer, 0):
                 self.events.record(PEER_CONNECTED, peer=peer, connects=connects)
-            heard = received > self._received[peer]
+            heard = received > self._received.get(peer, 0)
             if heard and peer in self._silent:
                 self._silent.discard(peer)
                 self.events.record(PEER_HEARD, peer=peer)

@@ -95,6 +95,7 @@ class TcpTransport:
         self._outbox_size = outbox_size
         self._outboxes = {peer: trio.open_memory_channel[bytes](outbox_size) for peer in peers}
         self._links: dict[int, trio.CancelScope] = {}
+        self._last_refusal: dict[int, str] = {}
         self._nursery: trio.Nursery | None = None
         self._running = False
 
@@ -226,9 +227,14 @@ class TcpTransport:
                 reply = await framed.receive()
             _check_reply(reply, peer)
         except (*_CONNECTION_ERRORS, trio.TooSlowError, FrameError, CodecError, _Reject) as exc:
-            logger.warning("node %d: handshake with node %d failed: %s", self.node_id, peer, exc)
+            # Said once per peer and reason: an observer not yet added is refused every retry.
+            repeated = self._last_refusal.get(peer) == str(exc)
+            self._last_refusal[peer] = str(exc)
+            level = logging.DEBUG if repeated else logging.WARNING
+            logger.log(level, "node %d: handshake with node %d failed: %s", self.node_id, peer, exc)
             await framed.aclose()
             return None
+        self._last_refusal.pop(peer, None)
         logger.info("node %d: connected to node %d at %s:%d", self.node_id, peer, host, port)
         return framed
 
@@ -303,7 +309,9 @@ class TcpTransport:
 
     async def _reject(self, framed: FramedStream, where: str, rejection: _Reject) -> None:
         self.stats.rejected[rejection.code] += 1
-        logger.warning("node %d: closing connection from %s: %s", self.node_id, where, rejection.detail)
+        # A node not (yet) in our configuration is usually an observer waiting to be added.
+        level = logging.INFO if rejection.code == "unknown_node" else logging.WARNING
+        logger.log(level, "node %d: closing connection from %s: %s", self.node_id, where, rejection.detail)
         if rejection.reply:
             with trio.move_on_after(1.0), suppress(*_CONNECTION_ERRORS):
                 await framed.send(HelloReply(False, rejection.detail, self.node_id))
