@@ -4,8 +4,14 @@ Starts the cluster behind fault proxies, runs the seeded nemesis schedule while 
 register, set and log workloads (:mod:`pyraft.testing.workloads`) drive the REST API,
 heals everything, kill -9s and restarts every node, reads the final state and checks
 the history. Prints the seed first (the same seed replays the same schedule), then the
-operation counts and verdicts, and for a violation the smallest failing window. Exit
-status 0 only when every verdict is ok. The report folder is printed too.
+operation counts and verdicts, how many snapshots each node took and installed, and for
+a violation the smallest failing window. Exit status 0 only when every verdict is ok.
+The report folder is printed too.
+
+The nodes snapshot and compact their logs every ``--snapshot-entries`` applied records
+(200 by default, so that a one-minute run snapshots several times on every node, kills
+land during snapshot writes, and a node kept down or cut off falls behind the leader's
+log start and must be sent a snapshot); ``--snapshot-entries 0`` turns snapshots off.
 
 ``PYRAFT_UNSAFE_ACK_BEFORE_COMMIT=1`` in the environment (or ``--unsafe-ack-before-commit``)
 starts the nodes in their test-only broken mode; such a run is expected to fail.
@@ -24,8 +30,14 @@ import trio
 from pyraft.metadata.service import UNSAFE_ACK_ENV
 from pyraft.testing.nemesis import FAULTS
 from pyraft.testing.run import RunConfig, run
-from pyraft.testing.workload import Workload
-from pyraft.testing.workloads import ClientOptions, LogWorkload, RegisterWorkload, SetWorkload
+from pyraft.testing.workloads import ClientOptions, all_workloads
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 (off) or a positive count")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         help="the nodes' --request-timeout: they answer 503 before the client gives up",
+    )
+    p.add_argument(
+        "--snapshot-entries",
+        type=_non_negative,
+        default=200,
+        help="the nodes snapshot and compact their logs after this many applied records (0: never)",
     )
     p.add_argument(
         "--node-args",
@@ -78,13 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         faults,
         node_args=("--request-timeout", str(args.node_request_timeout), *shlex.split(args.node_args)),
         node_env=env,
+        snapshot_entries=args.snapshot_entries,
     )
     options = ClientOptions(request_timeout=args.request_timeout)
-    workloads: list[Workload] = [
-        RegisterWorkload(args.brokers, args.register_clients, seed, options),
-        SetWorkload(args.set_clients, seed, options),
-        LogWorkload(options),
-    ]
+    workloads = all_workloads(
+        seed,
+        options,
+        brokers=args.brokers,
+        register_clients=args.register_clients,
+        set_clients=args.set_clients,
+    )
     report = trio.run(run, config, workloads)
     print(report.summary())
     return 0 if report.valid else 1

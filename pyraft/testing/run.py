@@ -2,7 +2,9 @@
 
 A run writes one folder: ``nemesis.json`` (the schedule, from the seed),
 ``nemesis-log.json`` (what each action resolved to and when it ran), ``history.jsonl``,
-``verdicts.json``, ``summary.txt`` and, when matplotlib is installed, ``latency.png``.
+``requests.jsonl`` (which node answered each operation), ``logs.json`` (each node's final
+snapshot and log), ``verdicts.json`` (with the workloads' stats: snapshots taken and
+installed per node), ``summary.txt`` and, when matplotlib is installed, ``latency.png``.
 Node logs and data directories stay under ``cluster/`` for post-mortems.
 """
 
@@ -14,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -36,10 +39,18 @@ class RunConfig:
     node_args: tuple[str, ...] = ()
     node_env: tuple[tuple[str, str], ...] = ()  # extra environment for every node process
     nemesis: NemesisOptions | None = None  # overrides ``faults`` with full timing options
+    snapshot_entries: int | None = None  # the nodes' --snapshot-entries (None: their default; 0: off)
 
     @property
     def folder(self) -> Path:
         return self.root / f"run-seed{self.seed}-{self.nodes}n-{int(self.time)}s"
+
+    @property
+    def all_node_args(self) -> tuple[str, ...]:
+        """``node_args`` plus the snapshot policy, which the runner sets so the report can name it."""
+        if self.snapshot_entries is None:
+            return self.node_args
+        return ("--snapshot-entries", str(self.snapshot_entries), *self.node_args)
 
 
 @dataclass
@@ -50,6 +61,7 @@ class RunReport:
     verdicts: dict[str, str] = field(default_factory=dict)
     details: list[str] = field(default_factory=list)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)  # workload -> why not ok -> count
+    stats: dict[str, dict[str, Any]] = field(default_factory=dict)  # workload -> what it measured
 
     @property
     def valid(self) -> bool:
@@ -61,8 +73,33 @@ class RunReport:
             f"operations: {self.counts}",
             f"verdicts: {self.verdicts}",
             *(f"{name} not ok: {dict(sorted(why.items()))}" for name, why in self.reasons.items() if why),
+            *_snapshot_lines(self.stats.get("log", {}).get("snapshots", {})),
         ]
         return "\n".join(lines + self.details)
+
+    @property
+    def snapshots(self) -> dict[str, dict[str, Any]]:
+        """Per node (its id as a string), the snapshots it took and installed (LogWorkload's stats)."""
+        found: dict[str, dict[str, Any]] = self.stats.get("log", {}).get("snapshots", {})
+        return found
+
+
+def _snapshot_lines(per_node: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per node: a reader sees whether snapshots, compaction and InstallSnapshot happened."""
+    lines = []
+    for node, s in sorted(per_node.items(), key=lambda item: int(item[0])):
+        installed = s.get("installed") or []
+        line = (
+            f"node {node} snapshots: took {s.get('taken')}, installed {len(installed)}"
+            + (f" (at {', '.join(map(str, installed[:10]))})" if installed else "")
+            + f"; now snapshotIndex {s.get('snapshotIndex')}, logStartIndex {s.get('logStartIndex')}"
+        )
+        if s.get("unlogged"):
+            line += f"; saved but never logged (crash right after saving?): {s['unlogged']}"
+        if s.get("cutByKill"):
+            line += f"; a kill cut snapshot writes/transfers: {s['cutByKill']}"
+        lines.append(line)
+    return lines
 
 
 async def run(config: RunConfig, workloads: Sequence[Workload]) -> RunReport:
@@ -81,7 +118,11 @@ async def run(config: RunConfig, workloads: Sequence[Workload]) -> RunReport:
     ids = ProcessIds()
     with HistoryRecorder(folder / "history.jsonl") as recorder:
         async with open_cluster(
-            folder / "cluster", config.nodes, config.node_args, seed=config.seed, env=dict(config.node_env)
+            folder / "cluster",
+            config.nodes,
+            config.all_node_args,
+            seed=config.seed,
+            env=dict(config.node_env),
         ) as cluster:
             await cluster.wait_healthy(SETTLE_TIMEOUT)
             for workload in workloads:
@@ -135,11 +176,19 @@ def _check(folder: Path, seed: int, workloads: Sequence[Workload], recorder: His
         reasons = getattr(workload, "reasons", None)
         if reasons:
             report.reasons[workload.name] = dict(reasons)
+        stats = getattr(workload, "stats", None)  # optional: what the workload saw besides verdicts
+        if callable(stats):
+            report.stats[workload.name] = stats()
         for name, outcome in workload.check(recorder.events).items():
             report.verdicts[f"{workload.name}/{name}"] = outcome.verdict.value
             if outcome.verdict is not Verdict.OK:
                 report.details.append(outcome.render())
-    verdicts = {"verdicts": report.verdicts, "operations": report.counts, "not_ok": report.reasons}
+    verdicts = {
+        "verdicts": report.verdicts,
+        "operations": report.counts,
+        "not_ok": report.reasons,
+        "stats": report.stats,
+    }
     (folder / "verdicts.json").write_text(json.dumps(verdicts, indent=1, sort_keys=True) + "\n")
     return report
 
@@ -158,6 +207,7 @@ def _config_dict(config: RunConfig) -> dict[str, object]:
         "nodes": config.nodes,
         "time": config.time,
         "faults": list(config.faults),
-        "node_args": list(config.node_args),
+        "node_args": list(config.all_node_args),
+        "snapshot_entries": config.snapshot_entries,
         "node_env": dict(config.node_env),
     }

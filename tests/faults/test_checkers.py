@@ -10,12 +10,14 @@ import time
 from typing import Any, Literal
 
 from pyraft.testing.checkers import (
+    NodeWrites,
     Verdict,
     check_durable,
     check_log,
     check_register,
     check_registers,
     check_set,
+    check_states,
 )
 from pyraft.testing.history import Event, Operation, pair_operations
 from pyraft.testing.linearizability import ANY_STATE, cut_before, drop_before, render_window, shrink_window
@@ -272,18 +274,102 @@ def test_sparse_log_allows_holes_but_not_disorder_and_duplicates_by_identity() -
     assert any("out of order" in w for w in whats) and any("duplicates offset 1" in w for w in whats)
 
 
+def test_logs_compacted_at_different_points_are_compared_where_both_hold_offsets() -> None:
+    """Node 1 kept its log from offset 1, node 2 compacted up to 4, node 3 up to 9 and is behind."""
+    full = [(1, "noop"), (3, "a"), (4, "b"), (6, "c"), (9, "d"), (12, "e")]
+    logs = {1: full, 2: full[3:], 3: [(12, "e")]}
+    windows = {1: (0, 13), 2: (4, 13), 3: (9, 12)}
+    result = check_log(logs, dense=False, windows=windows)
+    assert result.verdict is Verdict.OK, result.render()
+    assert "offsets held" in result.render()
+    # A record missing inside the stretch two nodes hold is a disagreement, not a hole in coverage.
+    holed = check_log({**logs, 2: [full[3], full[5]]}, dense=False, windows=windows)
+    assert [p.offset for p in holed.problems] == [9]  # both logs end at 13: either may be the wrong one
+    assert 'has "d" where node 2 has no record' in holed.render()
+    # Node 3 holds offsets up to 12 only: a record past them is reported, not compared.
+    past = check_log({**logs, 3: [(12, "e"), (13, "f")]}, dense=False, windows=windows)
+    assert [p.what.split(",")[0] for p in past.problems] == ["record outside the offsets the node holds"]
+    # A different record at an offset both hold; the node whose log ends first is the culprit.
+    forked = check_log({**logs, 3: [(12, "x")]}, dense=False, windows=windows)
+    assert {(p.node, p.offset) for p in forked.problems} == {(3, 12)}
+    # Logs that hold no common offset are never compared.
+    apart = check_log({1: full[:2], 2: [(12, "zzz")]}, dense=False, windows={1: (0, 3), 2: (9, 12)})
+    assert apart.verdict is Verdict.OK
+
+
+def test_state_agreement_names_the_point_the_sources_and_the_difference() -> None:
+    same = {"brokers": [{"id": 1, "host": "h1"}], "topics": ["a"]}
+    ok = check_states({"state at offset 4": {"node 1 log": same, "node 2 snapshot": dict(same)}})
+    assert ok.verdict is Verdict.OK and ok.compared == {"state at offset 4": 2}
+    stale = {"brokers": [{"id": 1, "host": "h0"}], "topics": ["a"]}
+    bad = check_states(
+        {"state at offset 4": {"node 1 log": same, "node 2 snapshot": stale}, "x": {"only": 1}}
+    )
+    assert bad.verdict is Verdict.VIOLATION
+    assert 'node 2 snapshot differs from node 1 log: /brokers[0]/host: "h1" against "h0"' in bad.render()
+    assert check_states({"x": {"only one source": 1}}).verdict is Verdict.UNKNOWN
+
+
 def test_durability_of_acknowledged_writes_per_node() -> None:
     events = [
         *(e for e in op(1, "write", "h1", 0, 1)),
         *(e for e in op(2, "write", "h2", 2, 3, "info")),  # unknown: need not be anywhere
         *(e for e in op(3, "write", "h3", 4, 5, "fail")),
     ]
-    both = {1: {("x", '"h1"')}, 2: {("x", '"h1"'), ("x", '"h2"')}}
+    both = {
+        1: NodeWrites(frozenset({("x", '"h1"')})),
+        2: NodeWrites(frozenset({("x", '"h1"'), ("x", '"h2"')})),
+    }
     assert check_durable(events, both, lambda k: True).verdict is Verdict.OK
-    lost = check_durable(events, {1: set(), 2: {("x", '"h1"')}}, lambda k: True)
+    lost = check_durable(events, {1: NodeWrites(frozenset()), 2: both[1]}, lambda k: True)
     assert lost.verdict is Verdict.VIOLATION and lost.missing == {1: ('x="h1"',)}
     assert "node 1 lost 1" in lost.render()
     assert check_durable(events, {}, lambda k: True).verdict is Verdict.UNKNOWN
+
+
+def test_durability_through_a_snapshot_kept_superseded_or_lost() -> None:
+    """h1 acknowledged at offset 10, h2 at 20; x's snapshot value names the offset that wrote it."""
+    events = [*op(1, "write", "h1", 0, 1), *op(1, "write", "h2", 2, 3)]
+    offsets = {("x", '"h1"'): 10, ("x", '"h2"'): 20}
+
+    def judge(registers: dict[str, tuple[str, int]], logged: frozenset[tuple[str, str]] = frozenset()) -> Any:
+        return check_durable(events, {1: NodeWrites(logged, registers)}, lambda k: True, offsets)
+
+    kept = judge({"x": ('"h2"', 20)})  # h2 is the value; h1 was overwritten by it, later
+    assert kept.verdict is Verdict.OK and kept.superseded == 1
+    # The snapshot ends before h2: h1 is its value and h2 is in the log tail.
+    assert judge({"x": ('"h1"', 10)}, frozenset({("x", '"h2"')})).verdict is Verdict.OK
+    # The snapshot holds an older value and the tail lacks h2: lost, wherever it should have been.
+    lost = judge({"x": ('"h1"', 10)})
+    assert lost.verdict is Verdict.VIOLATION and lost.missing == {1: ('x="h2"',)}
+    stale = judge({"x": ('"h0"', 5)})
+    assert stale.missing == {1: ('x="h1"', 'x="h2"')}
+    assert judge({}).missing == {1: ('x="h1"', 'x="h2"')}  # a snapshot without the key at all
+
+
+def test_durability_through_a_snapshot_without_offsets_uses_real_time() -> None:
+    """Without the offset an answer named, only operations ordered in real time can be ordered."""
+    before, after = op(1, "write", "h0", 0, 1), op(1, "write", "h2", 10, 11)
+    acked = op(2, "write", "h1", 2, 5)
+    overlapping = op(3, "write", "h3", 4, 8, "info")
+    events = [*before, *acked, *after, *overlapping]
+
+    def fate_of_h1(value: str) -> Any:
+        return check_durable(events, {1: NodeWrites(frozenset(), {"x": (f'"{value}"', 99)})}, lambda k: True)
+
+    assert 'x="h1"' not in fate_of_h1("h2").missing.get(1, ())  # written after h1 returned
+    assert 'x="h1"' in fate_of_h1("h0").missing[1]  # ended before h1 began: h1 should be there
+    unverified = fate_of_h1("h3")
+    assert 'x="h1"' not in unverified.missing.get(1, ()) and 'x="h1"' in unverified.unverified[1]
+    assert "cannot show" in unverified.render()
+
+
+def test_set_elements_survive_in_the_snapshot() -> None:
+    events = [*op(1, "add", "a", 0, 1), *op(1, "add", "b", 2, 3)]
+    in_snapshot = NodeWrites(frozenset({("x", '"b"')}), members=frozenset({("x", '"a"')}))
+    assert check_durable(events, {1: in_snapshot}, lambda k: True).verdict is Verdict.OK
+    gone = NodeWrites(frozenset({("x", '"b"')}), members=frozenset({("x", '"c"')}))
+    assert check_durable(events, {1: gone}, lambda k: True).missing == {1: ('x="a"',)}
 
 
 def test_unread_info_writes_are_pruned_but_read_ones_count() -> None:
