@@ -80,8 +80,11 @@ class Snapshotter:
     async def run(self, inbox: trio.MemorySendChannel[object]) -> None:
         while True:
             await self._due.wait()
-            self._due = trio.Event()
             await self.take(inbox)
+            # Re-armed only now: applies during the write were measured against the old
+            # snapshot and would ask for another one a few entries later.
+            self._due = trio.Event()
+            self.poke()
 
     async def take(self, inbox: trio.MemorySendChannel[object]) -> SnapshotRef | None:
         """Snapshot the state as applied right now; None when it cannot be taken yet."""

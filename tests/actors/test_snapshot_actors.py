@@ -37,6 +37,8 @@ async def test_snapshots_are_taken_and_the_log_compacted(autojump_clock: trio.ab
             # compaction lags one snapshot: the log starts after the previous one
             assert 0 < node.core.log.snapshot_index < snapshot.last_index
             assert node.status()["logStartIndex"] == node.core.log.snapshot_index + 1
+            # one snapshot per EVERY entries, not a second one right after each
+            assert node.snapshotter.taken <= last // EVERY
 
 
 async def test_a_follower_far_behind_catches_up_by_install_snapshot(autojump_clock: trio.abc.Clock) -> None:
