@@ -264,14 +264,18 @@ class Cluster:
         self.sim = sim
         self.rng = random.Random(sim.seed)
         self.core_factory = core_factory
-        ids = tuple(range(1, sim.nodes + 1))
+        self.bootstrap = tuple(range(1, sim.nodes + 1))
         self.options = CoreOptions.draw(self.rng)
+        # Spare servers start as observers (not in the bootstrap voters, so they never campaign);
+        # reconfiguration adds, promotes and removes any server, so configurations wander away
+        # from the bootstrap set and need not overlap a fixed majority of it.
+        ids = self.bootstrap + tuple(range(sim.nodes + 1, sim.nodes + 1 + self.rng.choice((1, 2))))
         self.nodes: dict[int, SimNode] = {}
         for nid in ids:
-            cfg = self.options.config(nid, ids)
+            cfg = self.options.config(nid, self.bootstrap)
             self.nodes[nid] = SimNode(nid, cfg, random.Random(self.rng.getrandbits(64)))
         self.network = Network(random.Random(self.rng.getrandbits(64)), ids, NetworkFaults.hostile(self.rng))
-        self.monitor = SafetyMonitor(quorum=len(ids) // 2 + 1)
+        self.monitor = SafetyMonitor(voters=frozenset(self.bootstrap))
         self.swarm = Swarm.draw(self.rng)
         self.skew = {nid: self.rng.randint(-self.swarm.skew, self.swarm.skew) for nid in ids}
         self.heap: list[tuple[int, int, Event]] = []  # (time, insertion counter, event): no ties
@@ -570,30 +574,76 @@ class Cluster:
         return ()
 
     def _fault_reconfigure(self) -> Sequence[int]:
-        """Single-server membership changes while everything else goes wrong: remove a voter
-        (the leader too), or bring a removed node back as a learner and promote it once caught up.
-        At most one node is ever out, so the quorum size the monitor checks stays right."""
+        """Single-server membership changes while everything else goes wrong: add any non-member
+        as a learner, promote a learner once caught up, remove any member (the leader too) while
+        at least one voter remains. Configurations wander over all servers, spares
+        included. Sometimes a second change follows at once: it must be refused until the first
+        commits, or two configurations without a common majority could both decide."""
         leaders = self._leaders()
         if not leaders:
             return ()
         nid = self.rng.choice(leaders)
         core = self._core(nid)
-        if len(core.membership.voters) == len(self.nodes):
-            victim = self.rng.choice(sorted(self.nodes))
-            self.stats["remove_member"] += self._try_change(lambda: core.remove_member(victim))
-        else:
-            self._grow(core)
+        for _ in range(self.rng.choice((1, 1, 2, 3))):
+            self._reconfigure_step(core)
         return (nid,)
 
-    def _grow(self, core: RaftCore) -> None:
-        missing = sorted(set(self.nodes) - core.membership.voter_ids)
-        if not missing:
+    def _reconfigure_step(self, core: RaftCore) -> None:
+        membership = core.membership
+        outside = sorted(set(self.nodes) - membership.ids)
+        match = core.match_indexes()
+        caught_up = [n for n in sorted(membership.learner_ids) if match.get(n, 0) >= core.commit_index]
+        # Down to one voter, but a leader never leaves a pair: if it loses its lease before that
+        # commits, it holds the newest log yet no longer campaigns, while the other voter, not
+        # holding the change, needs its vote (a liveness hole of the core, not explored here).
+        voters = membership.voter_ids
+        keep = {core.node_id} if len(voters) == 2 else set(voters) if len(voters) < 2 else set()
+        removable = sorted(membership.ids - keep)
+        steps = [s for s, c in (("add", outside), ("promote", caught_up), ("remove", removable)) if c]
+        if not steps:
             return
-        nid = missing[0]
-        if nid not in core.membership.learner_ids:
+        step = self.rng.choice(steps)
+        if step == "add":
+            nid = self.rng.choice(outside)
             self.stats["add_learner"] += self._try_change(lambda: core.add_learner(Member(nid)))
-        elif core.match_indexes().get(nid, 0) >= core.commit_index:
+        elif step == "promote":
+            nid = self.rng.choice(caught_up)
             self.stats["promote_learner"] += self._try_change(lambda: core.promote_learner(nid))
+        else:
+            nid = self.rng.choice(removable)
+            self.stats["remove_member"] += self._try_change(lambda: core.remove_member(nid))
+
+    def _restore_step(self, core: RaftCore) -> None:
+        """Calm phase: one step towards a configuration with at least the bootstrap's number of
+        voters. Removed servers that still believe they vote (their removal never reached them)
+        come back as learners first, so they learn their place and stop campaigning."""
+        membership = core.membership
+        outside = sorted(set(self.nodes) - membership.ids)
+        stale = [n for n in outside if self._thinks_voter(n)]
+        if stale:
+            self.stats["add_learner"] += self._try_change(lambda: core.add_learner(Member(stale[0])))
+            return
+        if len(membership.voters) >= len(self.bootstrap):
+            return
+        match = core.match_indexes()
+        caught_up = [n for n in sorted(membership.learner_ids) if match.get(n, 0) >= core.commit_index]
+        if caught_up:
+            self.stats["promote_learner"] += self._try_change(lambda: core.promote_learner(caught_up[0]))
+        elif not membership.learner_ids and outside:
+            self.stats["add_learner"] += self._try_change(lambda: core.add_learner(Member(outside[0])))
+
+    def _thinks_voter(self, nid: int) -> bool:
+        core = self.nodes[nid].core
+        return core is not None and nid in core.membership.voter_ids
+
+    def _restored(self, core: RaftCore) -> bool:
+        """The leader's configuration is committed, has enough voters and leaves no one campaigning."""
+        membership = core.membership
+        return (
+            len(membership.voters) >= len(self.bootstrap)
+            and core.membership_at(core.commit_index) == membership
+            and not any(self._thinks_voter(n) for n in set(self.nodes) - membership.ids)
+        )
 
     @staticmethod
     def _try_change(change: Callable[[], object]) -> int:
@@ -604,14 +654,13 @@ class Cluster:
         return 1
 
     def _on_rejoin(self, event: Event) -> Sequence[int]:
-        """Calm phase: restore the full quorum, one step at a time, until every node votes again."""
-        leaders = self._leaders()
-        if leaders and all(len(self._core(n).membership.voters) == len(self.nodes) for n in self._up()):
-            return ()
+        """Calm phase: restore a configuration with at least the bootstrap's number of voters,
+        one step at a time (all servers are up, so they all are too)."""
         self.schedule(5 * TICK, "rejoin")
-        if not leaders:
+        leaders = self._leaders()
+        if not leaders or self._restored(self._core(leaders[0])):
             return ()
-        self._grow(self._core(leaders[0]))
+        self._restore_step(self._core(leaders[0]))
         return (leaders[0],)
 
     def _fault_transfer(self) -> Sequence[int]:
@@ -828,7 +877,11 @@ class Cluster:
             )
         if commit > node.commit_seen:
             entries = self._log(node.node_id)[node.commit_seen : commit]
-            self.monitor.commit(node.node_id, core.term, entries, self._durable())
+            # A leader commits by its own configuration (one it just left by committing its
+            # removal included); followers only learn of commits, which the monitor has seen.
+            leading = core.role is Role.LEADER or node.was_leader_in == core.term
+            voters = core.membership.voter_ids if leading else None
+            self.monitor.commit(node.node_id, core.term, entries, self._durable(), voters)
             node.commit_seen = commit
             self._maybe_crash_after_commit(node, core)
 
@@ -942,27 +995,42 @@ class Cluster:
         return self.monitor.max_committed, applied, durable, self.stats["snapshot_bytes_taken"]
 
     def _live(self) -> bool:
-        """One leader everybody follows, and every calm proposal applied on every node."""
+        """A leader with a restored, committed configuration whose every member follows it and
+        applied every calm proposal; servers outside the configuration may lag forever."""
         if not all(op.done for op in self.calm_ops):
             return False
-        leaders = self._leaders()
-        if len(leaders) != 1 or len(self._up()) != len(self.nodes):
-            return False
-        if any(self._core(nid).leader_id != leaders[0] for nid in self.nodes):
-            return False
         wanted = {op.data for op in self.calm_ops}
-        return all(wanted <= {e.data for e in node.applied} for node in self.nodes.values())
+        for leader in self._leaders():
+            core = self._core(leader)
+            members = core.membership.ids
+            if not self._restored(core) or leader not in members:
+                continue
+            followers = sorted(members - {leader})
+            if any(self.nodes[n].core is None or self._core(n).leader_id != leader for n in followers):
+                continue
+            if all(wanted <= {e.data for e in self.nodes[n].applied} for n in members):
+                return True
+        return False
 
     def _liveness_gap(self) -> str:
         roles = {
-            nid: (n.core.role.name, n.core.term, n.core.leader_id, n.core.commit_index, len(n.applied))
+            nid: (
+                n.core.role.name,
+                n.core.term,
+                n.core.leader_id,
+                n.core.commit_index,
+                len(n.applied),
+                sorted(n.core.membership.voter_ids),
+                sorted(n.core.membership.learner_ids),
+            )
             if n.core
             else None
             for nid, n in self.nodes.items()
         }
         pending = [op.data for op in self.calm_ops if not op.done]
         return (
-            f"nodes (role, term, leader, commit, applied)={roles}; calm proposals not acknowledged: {pending}"
+            f"nodes (role, term, leader, commit, applied, voters, learners)={roles}; "
+            f"calm proposals not acknowledged: {pending}"
         )
 
     def _final_check(self) -> None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pyraft.core.messages import Entry, HardState, Message, RequestVote, RequestVoteResponse
+from pyraft.core.membership import Membership
+from pyraft.core.messages import Entry, EntryKind, HardState, Message, RequestVote, RequestVoteResponse
 
 # A log as plain data: ``log[i - 1]`` is the entry at index ``i``.
 Log = Sequence[Entry]
@@ -175,17 +176,24 @@ def check_apply(applied: dict[int, Entry], node: int, applied_count: int, entry:
         )
 
 
-def check_durable_majority(entry: Entry, durable: Mapping[int, Log], quorum: int) -> None:
-    """A committed entry sits in the durable store of at least a quorum of nodes."""
+def check_durable_majority(
+    entry: Entry, durable: Mapping[int, Log], quorum: int, voters: frozenset[int] | None = None
+) -> None:
+    """A committed entry sits in the durable store of at least a quorum of nodes.
+
+    With ``voters``, only their stores count (the quorum is then a majority of those voters)."""
     holders = [
         node
         for node, log in durable.items()
-        if entry.index <= len(log) and _same(log[entry.index - 1], entry)
+        if (voters is None or node in voters)
+        and entry.index <= len(log)
+        and _same(log[entry.index - 1], entry)
     ]
     if len(holders) < quorum:
+        among = "" if voters is None else f" of voters {sorted(voters)}"
         raise InvariantViolation(
             "No Lost Commits",
-            f"committed {entry} is durable only on {holders}, quorum is {quorum}",
+            f"committed {entry} is durable only on {holders}, quorum{among} is {quorum}",
         )
 
 
@@ -230,14 +238,30 @@ def check_durable_before_send(msg: Message, durable: HardState) -> None:
 
 @dataclass
 class SafetyMonitor:
-    """The history the safety properties quantify over, fed by the simulator event by event."""
+    """The history the safety properties quantify over, fed by the simulator event by event.
 
-    quorum: int
+    Durability is checked either against a fixed ``quorum`` of all stores, or, given the
+    bootstrap ``voters``, against the configurations in effect: an entry must be durable on a
+    majority of the committing leader's voters when it commits, and afterwards on a majority
+    of the latest committed configuration's voters (entries above that configuration: of the
+    voters they were committed under). A committed configuration sits durably on a majority
+    of its own voters (it was in effect for its own commit: one change at a time), so they
+    also hold every entry below it."""
+
+    quorum: int = 0
+    voters: frozenset[int] | None = None
     leaders_by_term: dict[int, int] = field(default_factory=dict)
     lineage: dict[tuple[int, int], tuple[Entry, int]] = field(default_factory=dict)
     committed: dict[int, Observed] = field(default_factory=dict)
     applied: dict[int, Entry] = field(default_factory=dict)
     acked: dict[int, Observed] = field(default_factory=dict)
+    config_index: int = 0  # the latest committed CONFIG entry (0: the bootstrap voters)
+    config_voters: frozenset[int] = frozenset()
+    commit_voters: dict[int, frozenset[int]] = field(default_factory=dict)  # index -> voters at commit
+
+    def __post_init__(self) -> None:
+        if self.voters is not None and not self.config_voters:
+            self.config_voters = self.voters
 
     @property
     def max_committed(self) -> int:
@@ -259,21 +283,42 @@ class SafetyMonitor:
         check_lineage(self.lineage, node, entries, prev_term)
         check_no_overwrite(node, entries, self.committed)
 
-    def commit(self, node: int, term: int, entries: Sequence[Entry], durable: Mapping[int, Log]) -> None:
+    def commit(
+        self,
+        node: int,
+        term: int,
+        entries: Sequence[Entry],
+        durable: Mapping[int, Log],
+        voters: frozenset[int] | None = None,
+    ) -> None:
         """``entries`` are those a node in ``term`` newly counts as committed; record the new ones.
 
         Entries become committed in index order, so ``committed`` stays the
-        prefix 1..max_committed; each new one must already be durable on a quorum."""
+        prefix 1..max_committed; each new one must already be durable on a quorum:
+        of ``voters`` (the committing leader's), else of the latest committed configuration."""
         check_commit(node, entries, self.committed)
         for entry in entries:
             if entry.index == self.max_committed + 1:
-                check_durable_majority(entry, durable, self.quorum)
+                if self.voters is None:
+                    check_durable_majority(entry, durable, self.quorum)
+                else:
+                    at = self.config_voters if voters is None else voters
+                    check_durable_majority(entry, durable, len(at) // 2 + 1, at)
+                    self.commit_voters[entry.index] = at
+                    if entry.kind is EntryKind.CONFIG:
+                        self.config_index = entry.index
+                        self.config_voters = Membership.decode(entry.data).voter_ids
                 self.committed[entry.index] = Observed(entry, term)
 
     def durable_changed(self, first_index: int, durable: Mapping[int, Log]) -> None:
         """A store truncated or appended from ``first_index``: committed entries there must keep a quorum."""
         for index in range(first_index, self.max_committed + 1):
-            check_durable_majority(self.committed[index].entry, durable, self.quorum)
+            entry = self.committed[index].entry
+            if self.voters is None:
+                check_durable_majority(entry, durable, self.quorum)
+                continue
+            at = self.config_voters if index <= self.config_index else self.commit_voters[index]
+            check_durable_majority(entry, durable, len(at) // 2 + 1, at)
 
     def apply(self, node: int, applied_count: int, entry: Entry) -> None:
         """A node applies ``entry`` as its ``applied_count + 1``-th entry."""
