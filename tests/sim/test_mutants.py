@@ -152,8 +152,8 @@ def test_broken_durability_is_caught(factory: CoreFactory, invariant: str, nodes
 # Spare servers let configurations wander away from the bootstrap set (e.g. {1,2,3} -> {1,2}
 # -> {1}), where majorities of different configurations need not overlap, and the monitor
 # checks durability against the configuration in effect; so counting learners' acks
-# (No Lost Commits: 3 nodes seed 0, 5 nodes seed 9) and a second change before the first
-# commits (3 nodes seed 10: Leader Completeness; 5 nodes seed 9: No Lost Commits) are caught.
+# (No Lost Commits: 3 nodes seed 0, 5 nodes seed 2) and a second change before the first
+# commits (3 nodes seed 9: Leader Completeness; 5 nodes seed 2: No Lost Commits) are caught.
 
 
 @pytest.mark.parametrize("nodes", [3, 5])
