@@ -296,6 +296,14 @@ class RaftCore:
             nxt = self.log.last_index + 1
             self._progress = {p: self._progress.get(p) or Progress(next=nxt) for p in self._peers}
 
+    def _may_campaign(self) -> bool:
+        """A voter may campaign, and so may a server removed by a change not yet committed:
+        a leader that stepped down mid-removal may hold the only log the others can elect."""
+        if self.node_id in self._voters:
+            return True
+        committed = [m for i, _, m in self._configs if i <= self.commit_index]
+        return self.node_id in (committed[-1] if committed else self._base_membership).voter_ids
+
     def _step_down_if_removed(self) -> None:
         """A leader whose removal has committed hands over and steps down (thesis 4.2.2)."""
         if self.node_id in self._voters or not self._configs or self._configs[-1][0] > self.commit_index:
@@ -405,7 +413,7 @@ class RaftCore:
 
     def _tick_election(self) -> None:
         self._election_elapsed += 1  # runs for learners too: their leader lease must expire
-        if self._installing is not None or self.node_id not in self._voters:
+        if self._installing is not None or not self._may_campaign():
             return  # a node rewriting its log, or a learner, must not campaign
         if self._election_elapsed >= self._randomized_timeout:
             self._campaign()

@@ -615,3 +615,20 @@ def test_server_answers_a_vote_request_whatever_its_configuration() -> None:
     (vote,) = of_type(observer.ready(), RequestVoteResponse)
     assert vote.granted and (vote.dst, vote.term) == (2, 5)
     assert observer.hard_state == HardState(5, 2)
+
+
+def test_leader_that_steps_down_mid_self_removal_can_still_be_elected() -> None:
+    """Its removal is appended only in its own log, the longest: the other voter of the old
+    pair cannot win without its vote, which the more up-to-date log refuses. So a server
+    removed by a change not yet committed may campaign, and finishes the change."""
+    c = steady(size=2)
+    c.isolate(1)
+    removal, _ = c[1].remove_member(1)  # {1, 2} -> {2}, reaches nobody
+    c.tick_all(3 * ELECTION)  # CheckQuorum: no answers, it steps down uncommitted
+    assert c[1].role is not Role.LEADER and c[1].commit_index < removal
+    assert c[1].membership.voter_ids == {2} and c[2].membership.voter_ids == {1, 2}
+    c.heal()
+    await_leader(c)
+    c.tick_all(5 * ELECTION)
+    assert c[2].membership.voter_ids == {2} and c[2].commit_index >= removal
+    assert c.leaders() == [2] and c[1].role is Role.FOLLOWER

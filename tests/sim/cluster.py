@@ -593,11 +593,10 @@ class Cluster:
         outside = sorted(set(self.nodes) - membership.ids)
         match = core.match_indexes()
         caught_up = [n for n in sorted(membership.learner_ids) if match.get(n, 0) >= core.commit_index]
-        # Down to one voter, but a leader never leaves a pair: if it loses its lease before that
-        # commits, it holds the newest log yet no longer campaigns, while the other voter, not
-        # holding the change, needs its vote (a liveness hole of the core, not explored here).
+        # Down to one voter, the leader too (one that steps down before its removal commits
+        # may still campaign: it can hold the only log the rest can elect).
         voters = membership.voter_ids
-        keep = {core.node_id} if len(voters) == 2 else set(voters) if len(voters) < 2 else set()
+        keep = set(voters) if len(voters) < 2 else set()
         removable = sorted(membership.ids - keep)
         steps = [s for s, c in (("add", outside), ("promote", caught_up), ("remove", removable)) if c]
         if not steps:
