@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from typing import Any
 
 import trio
 
+from pyraft.localcluster import free_port_block
 from pyraft.storage.file import last_segment
 from pyraft.testing.conditions import ConditionTimeout, wait_until, wait_until_async
 from pyraft.testing.nemesis import Action, Schedule, flip_byte, resolve_target, truncate_tail
@@ -49,15 +49,11 @@ def _kill_leftovers() -> None:
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports the OS just handed out (free now; a small race is accepted)."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+    """``count`` free ports for nodes, below the kernel's ephemeral range: a node restarted
+    after a long absence rebinds its port, which must not meanwhile have become the source
+    port of some outgoing connection (the proxies keep dialing it)."""
+    base = free_port_block(count)
+    return list(range(base, base + count))
 
 
 @dataclass
