@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -46,6 +47,21 @@ def _kill_leftovers() -> None:
     for proc in list(_LIVE):
         if proc.poll() is None:
             proc.kill()
+
+
+def _wait_stopped(pid: int, timeout: float = 1.0) -> None:
+    """SIGSTOP is delivered asynchronously, thread by thread: wait until every thread of the
+    process is stopped, so that a frozen node really writes nothing more (Linux /proc)."""
+    deadline = time.monotonic() + timeout
+    tasks = Path(f"/proc/{pid}/task")
+    while time.monotonic() < deadline:
+        try:
+            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks.iterdir()]
+        except OSError:
+            return  # gone, or no /proc: nothing more to wait for
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
 
 
 def free_ports(count: int) -> list[int]:
@@ -171,6 +187,7 @@ class FaultCluster:
         if node.running and node.proc is not None and not node.paused:
             node.proc.send_signal(signal.SIGSTOP)
             node.paused = True
+            _wait_stopped(node.proc.pid)
 
     def resume(self, node_id: int) -> None:
         node = self.nodes[node_id]
