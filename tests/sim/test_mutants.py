@@ -34,17 +34,6 @@ class AcksBeforeFsync(RaftCore):
         return out
 
 
-def acks_before_fsync(
-    cfg: Config,
-    rng: random.Random,
-    hs: HardState,
-    entries: Sequence[Entry],
-    snapshot: SnapshotRef | None,
-    membership: Membership | None,
-) -> RaftCore:
-    return AcksBeforeFsync(cfg, rng, hs, entries, snapshot, membership)
-
-
 def loses_tail(
     cfg: Config,
     rng: random.Random,
@@ -69,17 +58,6 @@ class StarvesLearners(RaftCore):
         return out
 
 
-def starves_learners(
-    cfg: Config,
-    rng: random.Random,
-    hs: HardState,
-    entries: Sequence[Entry],
-    snapshot: SnapshotRef | None,
-    membership: Membership | None,
-) -> RaftCore:
-    return StarvesLearners(cfg, rng, hs, entries, snapshot, membership)
-
-
 class CountsLearnerAcks(RaftCore):
     """A leader that counts learners' acknowledgements towards commit, as if they voted."""
 
@@ -90,17 +68,6 @@ class CountsLearnerAcks(RaftCore):
             super()._maybe_commit()
         finally:
             self._voter_peers = voter_peers
-
-
-def counts_learner_acks(
-    cfg: Config,
-    rng: random.Random,
-    hs: HardState,
-    entries: Sequence[Entry],
-    snapshot: SnapshotRef | None,
-    membership: Membership | None,
-) -> RaftCore:
-    return CountsLearnerAcks(cfg, rng, hs, entries, snapshot, membership)
 
 
 class ConcurrentChanges(RaftCore):
@@ -114,17 +81,6 @@ class ConcurrentChanges(RaftCore):
             return super()._change_membership(new)
         finally:
             self._configs = configs + self._configs
-
-
-def concurrent_changes(
-    cfg: Config,
-    rng: random.Random,
-    hs: HardState,
-    entries: Sequence[Entry],
-    snapshot: SnapshotRef | None,
-    membership: Membership | None,
-) -> RaftCore:
-    return ConcurrentChanges(cfg, rng, hs, entries, snapshot, membership)
 
 
 def assert_caught(factory: CoreFactory, invariant: str, nodes: int) -> None:
@@ -142,7 +98,7 @@ def assert_caught(factory: CoreFactory, invariant: str, nodes: int) -> None:
 @pytest.mark.parametrize("nodes", [3, 5])
 @pytest.mark.parametrize(
     ("factory", "invariant"),
-    [(acks_before_fsync, "No Lost Commits"), (loses_tail, "Leader Completeness|No Lost Commits")],
+    [(AcksBeforeFsync, "No Lost Commits"), (loses_tail, "Leader Completeness|No Lost Commits")],
     ids=["acks-before-fsync", "loses-tail"],
 )
 def test_broken_durability_is_caught(factory: CoreFactory, invariant: str, nodes: int) -> None:
@@ -160,9 +116,9 @@ def test_broken_durability_is_caught(factory: CoreFactory, invariant: str, nodes
 @pytest.mark.parametrize(
     ("factory", "invariant"),
     [
-        (starves_learners, "Liveness"),
-        (counts_learner_acks, "No Lost Commits|Leader Completeness"),
-        (concurrent_changes, "No Lost Commits|Leader Completeness|State Machine Safety"),
+        (StarvesLearners, "Liveness"),
+        (CountsLearnerAcks, "No Lost Commits|Leader Completeness"),
+        (ConcurrentChanges, "No Lost Commits|Leader Completeness|State Machine Safety"),
     ],
     ids=["starves-learners", "counts-learner-acks", "concurrent-changes"],
 )
