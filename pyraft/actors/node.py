@@ -21,7 +21,6 @@ import trio
 
 from pyraft.actors.applier import Applied, Applier, ProposalLost
 from pyraft.actors.events import (
-    TICK,
     MembershipCmd,
     Persisted,
     ProposeCmd,
@@ -35,6 +34,7 @@ from pyraft.actors.events import (
 from pyraft.actors.heap import freeze_heap
 from pyraft.actors.snapshots import SnapshotPolicy, Snapshotter
 from pyraft.actors.storage import DiskItem, StorageActor, membership_of
+from pyraft.actors.ticker import run_ticker
 from pyraft.core.config import Config
 from pyraft.core.errors import NotLeader, RaftError, RequestLost
 from pyraft.core.membership import Member, Membership, MembershipError
@@ -157,18 +157,9 @@ class RaftNode:
             nursery.start_soon(self.applier.run, self._apply_batches)
             nursery.start_soon(self._send_snapshot_chunks)
             nursery.start_soon(self.snapshotter.run, self._inbox_send.clone())
-            nursery.start_soon(self._ticker)
+            nursery.start_soon(run_ticker, self.timing.tick_ms / 1000, self._inbox_send)
             nursery.start_soon(self._raft_loop)
             task_status.started()
-
-    async def _ticker(self) -> None:
-        """The election and heartbeat timer: turns wall-clock time into core ticks."""
-        interval = self.timing.tick_ms / 1000
-        deadline = trio.current_time()
-        while True:
-            deadline += interval
-            await trio.sleep_until(deadline)
-            await self._inbox_send.send(TICK)
 
     async def _raft_loop(self) -> None:
         async for event in self._inbox:
