@@ -74,11 +74,11 @@ def test_join_smoke(tmp_path: Path) -> None:
 
 
 def test_rest_smoke(tmp_path: Path) -> None:
-    pytest.importorskip("httpx")
     run_module(
         "bench.rest", "--clients", "2", "--runs", "1", "--seconds", "0.5", "--warmup", "0.2",
         "--port", "24901", "--out", str(tmp_path),
     )  # fmt: skip
     results = json.loads((tmp_path / "rest.json").read_text())
-    for mix in ("mixed", "write"):
-        assert results["mixes"][mix]["2"]["rate"]["median"] > 0
+    for target in ("leader", "all", "bare"):
+        for mix in ("mixed", "write"):
+            assert results["targets"][target][mix]["2"]["rate"]["median"] > 0, (target, mix)
