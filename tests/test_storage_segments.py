@@ -19,7 +19,7 @@ import pytest
 
 from pyraft.core.messages import Entry, HardState
 from pyraft.storage import FileStorage, RecoveryReport, StorageCorrupt, StorageError
-from pyraft.storage.file import last_segment, list_segments, segment_path
+from pyraft.storage.file import last_segment, list_segments, scan_records, segment_path
 from pyraft.storage.snapshot import SnapshotMeta, list_snapshots, snapshot_path, write_snapshot
 
 HEADER = b"PYRAFTLG" + struct.pack("<I", 1)
@@ -200,6 +200,114 @@ def test_segments_below_the_snapshot_are_not_even_read(tmp_path: Path) -> None:
     segments[0][1].write_bytes(b"garbage that is not a log")
     _, entries, report = reload(tmp_path)
     assert entries == make(segments[2][0] + 2, 101) and not report.repaired
+
+
+def two_snapshots(path: Path) -> Path:
+    """Snapshots at 20 and 50 as a node leaves them; returns the segment holding 41..60 (not the last).
+
+    Load with the snapshot at 50 reads from that segment on, but needs only
+    entry 50 and later of it: 41..49 are the fallback's concern."""
+    with opened(path, segment_bytes=1 << 20) as s:
+        s.append(make(1, 41))
+        s.save_snapshot(meta(20), b"at 20")
+        s.append(make(41, 61))
+        s.save_snapshot(meta(50), b"at 50")
+    assert firsts(path) == [1, 41, 61]
+    return segment_path(path, 41)
+
+
+def record_offset(segment: Path, index: int) -> int:
+    """Where the record of ``index`` starts in a segment of ``make`` entries from its first index."""
+    first = int(segment.name[4:])
+    return len(HEADER) + sum(len(record(e)) for e in make(first, index))
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def test_entries_below_the_snapshot_are_stepped_over_until_the_fallback_needs_them(tmp_path: Path) -> None:
+    """Damage below the chosen snapshot is not even decoded; falling back to the older snapshot finds it."""
+    segment = two_snapshots(tmp_path)
+    flip(segment, record_offset(segment, 45) + 12)  # inside entry 45's payload: its CRC no longer matches
+    _, entries, report = reload(tmp_path, segment_bytes=1 << 20)
+    assert entries == make(51, 61) and not report.repaired
+    with FileStorage(tmp_path) as s:
+        s.load()
+        assert (s.first_index, s.last_index) == (51, 60)
+        snapshot = s.read_snapshot()
+        assert snapshot is not None and snapshot[0].id == (50, 1) and snapshot[1] == b"at 50"
+    flip(snapshot_path(tmp_path, 50, 1), 60)  # now the fallback is taken: 21..49 are read in full
+    with FileStorage(tmp_path) as s, pytest.raises(StorageCorrupt, match=r"checksum mismatch.*not the last"):
+        s.load()
+
+
+def test_a_damaged_newest_snapshot_falls_back_and_the_log_still_connects(tmp_path: Path) -> None:
+    two_snapshots(tmp_path)
+    flip(snapshot_path(tmp_path, 50, 1), 60)
+    _, entries, report = reload(tmp_path, segment_bytes=1 << 20)
+    assert entries == make(21, 61)
+    assert report.notes and "skipped snapshot" in report.notes[0]
+    with FileStorage(tmp_path) as s:
+        s.load()
+        snapshot = s.read_snapshot()
+        assert snapshot is not None and snapshot[0].id == (20, 1) and snapshot[1] == b"at 20"
+
+
+def test_stepping_over_records_finds_what_a_full_scan_finds() -> None:
+    entries = make(7, 27, term=2) + make(27, 31, term=3)
+    buf = HEADER + b"".join(record(e) for e in entries)
+    full = scan_records(buf, 7, 1)
+    assert full.entries == entries and full.reason is None
+    for decode_from in range(0, 34):
+        scan = scan_records(buf, 7, 1, decode_from=decode_from)
+        assert (scan.offsets, scan.end, scan.last_term, scan.reason) == (
+            full.offsets,
+            full.end,
+            full.last_term,
+            full.reason,
+        )
+        kept = decode_from - 7 if 7 <= decode_from <= 30 else 0  # past the end: scanned in full
+        assert scan.entries == entries[kept:]
+
+
+@pytest.mark.parametrize("delta", [1, -1, 1 << 30])
+def test_a_bad_length_below_the_snapshot_is_found_as_without_the_shortcut(tmp_path: Path, delta: int) -> None:
+    """Stepping over records follows length fields; one that leads astray sends load to a full scan."""
+    segment = two_snapshots(tmp_path)
+    at = record_offset(segment, 45)
+    data = bytearray(segment.read_bytes())
+    (length,) = struct.unpack_from("<I", data, at)
+    struct.pack_into("<I", data, at, length + delta)
+    segment.write_bytes(bytes(data))
+    with FileStorage(tmp_path) as s, pytest.raises(StorageCorrupt, match=rf"offset {at}.*not the last"):
+        s.load()
+
+
+def test_damage_below_the_snapshot_in_the_last_segment_keeps_the_log_after_it(tmp_path: Path) -> None:
+    """A crash between writing a snapshot and rolling the log leaves the snapshot inside the last segment.
+
+    The entries after the snapshot check out (CRC, index, and the term at the
+    snapshot's own index), so damage below it no longer cuts them away."""
+    fill(tmp_path, make(1, 31), segment_bytes=1 << 20)
+    write_snapshot(tmp_path, meta(20), b"state at 20")
+    segment = segment_path(tmp_path, 1)
+    flip(segment, record_offset(segment, 10) + 12)
+    _, entries, report = reload(tmp_path)
+    assert entries == make(21, 31) and not report.repaired and not report.notes
+    with open(segment, "r+b") as f:  # and a torn tail after the snapshot is still cut
+        f.truncate(segment.stat().st_size - 2)
+    _, entries, report = reload(tmp_path)
+    assert entries == make(21, 30) and report.reason is not None and "torn" in report.reason
+
+
+def test_a_log_that_disagrees_at_the_snapshot_is_still_discarded_when_stepped_over(tmp_path: Path) -> None:
+    fill(tmp_path, make(1, 31), segment_bytes=1 << 20)
+    write_snapshot(tmp_path, meta(20, term=2), b"leader's state")
+    _, entries, report = reload(tmp_path)
+    assert entries == [] and "log has term 1 at index 20" in report.notes[0]
 
 
 # --------------------------------------------------------------------------- compaction

@@ -44,6 +44,13 @@ and the newest first when truncating or discarding (what is left is a prefix);
 a log that an interrupted install should have discarded is recognised at load
 (it ends below the snapshot, or has another term at its index) and discarded then.
 
+Load reads the log from the segment holding the chosen snapshot's index, and
+of that segment decodes only the entries from that index on: the ones before
+it are stepped over by their length fields (see ``scan_records``), unchecked,
+as are whole segments below it. They are the fallback's: should the newest
+snapshot be found damaged on a later load, that load picks the older snapshot
+and reads everything after it with every check.
+
 All integers are little-endian.
 """
 
@@ -113,6 +120,7 @@ _SEGMENT_NAME = re.compile(r"log-(\d{20})")
 _LOG_HEADER = struct.Struct("<8sI")
 _LOG_HEADER_BYTES = _LOG_HEADER.pack(LOG_MAGIC, LOG_VERSION)
 _RECORD_HEADER = struct.Struct("<II")
+_RECORD_LENGTH = struct.Struct("<I")  # the first field of a record header
 _STATE_HEADER = struct.Struct("<8sII")
 _KIND_BY_VALUE: dict[int, EntryKind] = {int(k): k for k in EntryKind}
 _DECODE_ERRORS = (ValueError, TypeError, KeyError, struct.error, msgpack.UnpackException)
@@ -316,11 +324,22 @@ class _Scan:
         self.reason: str | None = None
 
 
-def scan_records(buf: bytes, first: int = 1, prev_term: int = 0) -> _Scan:
+def scan_records(buf: bytes, first: int = 1, prev_term: int = 0, *, decode_from: int = 0) -> _Scan:
     """Decode records after the file header until the first one that cannot be trusted.
 
     ``first`` is the index the first record must have and ``prev_term`` the
     term of the entry before it (terms never go down along the log).
+
+    Records before ``decode_from`` (load passes the index of the snapshot it
+    chose) are only stepped over: their offsets are recorded from the length
+    fields, but they are neither checksummed nor decoded, and no Entry is built
+    for them. The snapshot stands for them; they matter only if that snapshot
+    is found damaged on a later load, which then picks the older snapshot and
+    reads them in full, with every check. The record at ``decode_from`` must
+    then check out (CRC, index, decoding), which also shows the walk stayed on
+    record boundaries; if it does not, or the walk cannot be followed, the
+    whole buffer is scanned in full, so damage is reported exactly as without
+    the shortcut.
 
     This loop is the restart hot path (a million records must load in
     seconds), so it only decides *where* to stop, with the least work per
@@ -333,13 +352,18 @@ def scan_records(buf: bytes, first: int = 1, prev_term: int = 0) -> _Scan:
     validated it, so the odds that damage yields a well-typed-looking but
     wrong record are those of a CRC32 collision *and* a valid msgpack array."""
     scan = _Scan(prev_term)
+    size, pos = len(buf), _LOG_HEADER.size
+    expected, last_term = first, prev_term
+    if decode_from > first:
+        pos = _step_over(buf, decode_from - first, scan.offsets)
+        if pos < 0:
+            return scan_records(buf, first, prev_term)
+        expected, last_term = decode_from, 0  # the skipped terms are unknown; the snapshot checks this one
     append_entry, append_offset = scan.entries.append, scan.offsets.append
     view = memoryview(buf)
     unpack_header, crc32, unpackb = _RECORD_HEADER.unpack_from, zlib.crc32, msgpack.unpackb
     new, set_index, set_term, set_kind, set_data = _new_entry
     kinds = _KIND_BY_VALUE
-    size, pos = len(buf), _LOG_HEADER.size
-    expected, last_term = first, prev_term
     while pos < size:
         try:
             length, crc = unpack_header(buf, pos)
@@ -362,10 +386,32 @@ def scan_records(buf: bytes, first: int = 1, prev_term: int = 0) -> _Scan:
         expected += 1
         last_term = term
         pos = stop
+    if decode_from > first and not scan.entries:
+        return scan_records(buf, first, prev_term)  # the record at decode_from did not check out
     scan.end, scan.last_term = pos, last_term
     if pos < size:
         scan.reason = _explain_stop(buf, pos, expected, last_term)
     return scan
+
+
+def _step_over(buf: bytes, count: int, offsets: array[int]) -> int:
+    """Follow ``count`` record length fields from the first record; append each record's offset.
+
+    Returns where the next record starts, or -1 if a length field is
+    impossible or the records run out before a next one starts: the caller
+    then scans in full to say what is wrong. About 0.3 us a record against
+    several for a full decode."""
+    unpack_length, append = _RECORD_LENGTH.unpack_from, offsets.append
+    size, pos = len(buf), _LOG_HEADER.size
+    for _ in range(count):
+        if pos + _RECORD_HEADER.size > size:
+            return -1
+        (length,) = unpack_length(buf, pos)
+        if length == 0 or length > MAX_RECORD_BYTES:
+            return -1
+        append(pos)
+        pos += _RECORD_HEADER.size + length
+    return pos if pos < size else -1
 
 
 def _explain_stop(buf: bytes, pos: int, expected: int, last_term: int) -> str:
@@ -438,7 +484,8 @@ def _chain_from(segments: list[tuple[int, Path]], base: int) -> int:
 
     That is the one holding ``base`` itself (to check the log agrees with the
     snapshot there), or the first one after it. Segments before it hold only
-    entries the snapshot covers; load leaves them unread."""
+    entries the snapshot covers; load leaves them unread (and steps over the
+    ones before ``base`` in this one)."""
     return max(0, bisect.bisect_right([first for first, _ in segments], base) - 1)
 
 
@@ -538,9 +585,11 @@ class _TailRepair:
 
 
 def _scan_segment(
-    path: Path, first: int, prev_term: int, *, last: bool, fsync: bool
+    path: Path, first: int, prev_term: int, *, last: bool, fsync: bool, decode_from: int = 0
 ) -> tuple[_Segment, list[Entry], _TailRepair | None]:
-    """Read one segment in a single read and find its trustworthy records; changes nothing on disk."""
+    """Read one segment in a single read and find its trustworthy records; changes nothing on disk.
+
+    Records before ``decode_from`` are stepped over, not decoded (see ``scan_records``)."""
     fd = os.open(path, os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
@@ -551,7 +600,7 @@ def _scan_segment(
             _refuse_unless_last(path, reason, last)
             return seg, [], _TailRepair(seg, size, reason, torn_header=True)
         check_log_header(buf, str(path))
-        scan = scan_records(buf, first, prev_term)
+        scan = scan_records(buf, first, prev_term, decode_from=decode_from)
         del buf
         seg.offsets, seg.end, seg.last_term = scan.offsets, scan.end, scan.last_term
         if scan.reason is None:
@@ -710,9 +759,12 @@ class _Log:
 
 
 def _scan_chain(
-    chain: list[tuple[int, Path]], *, fsync: bool
+    chain: list[tuple[int, Path]], *, fsync: bool, decode_from: int = 0
 ) -> tuple[list[_Segment], list[Entry], _TailRepair | None]:
     """Read the segments load needs, in order, checking that each continues the one before.
+
+    Entries before ``decode_from`` (the chosen snapshot's index: only the
+    first segment of the chain holds any) are stepped over, not decoded.
 
     The cyclic GC stays paused for the whole chain: re-enabled between
     segments, it could run a full collection over every entry decoded so far."""
@@ -731,7 +783,9 @@ def _scan_chain(
                     )
                 prev_term = segments[-1].last_term if segments else 0
                 last = position == len(chain) - 1
-                seg, found, repair = _scan_segment(path, first, prev_term, last=last, fsync=fsync)
+                seg, found, repair = _scan_segment(
+                    path, first, prev_term, last=last, fsync=fsync, decode_from=decode_from
+                )
                 segments.append(seg)
                 if entries:
                     entries.extend(found)
@@ -1016,7 +1070,7 @@ class FileStorage:
         meta = chosen[0] if chosen else None
         base = meta.id if meta else (0, 0)
         start = _chain_from(segments, base[0])
-        chain, entries, repair = _scan_chain(segments[start:], fsync=self._fsync)
+        chain, entries, repair = _scan_chain(segments[start:], fsync=self._fsync, decode_from=base[0])
         log = _Log(
             self.data_dir,
             chain,
