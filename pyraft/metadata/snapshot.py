@@ -64,8 +64,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import chain, repeat
-from operator import attrgetter
+from itertools import chain, islice, repeat
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import msgpack
@@ -100,6 +100,7 @@ SECTION_TYPES: Final[tuple[type[Record], ...]] = (
 )
 
 _R = TypeVar("_R", bound=Record)
+_T = TypeVar("_T")
 
 
 class SnapshotFormatError(RecordError):
@@ -125,30 +126,47 @@ class _GcPause:
     Otherwise the allocations trigger full collections that free nothing and
     cost over a third of a restore (measured: 5.4 s of CPU against 3.4 s). The
     switch is process-wide and encodes and decodes run in worker threads,
-    possibly two at once, so it is counted: the last one out turns it back on."""
+    possibly two at once, so it is counted: the last one out turns it back on.
+
+    ``freeze=True`` (a restore: what was built is the new long-lived state)
+    also moves every object alive when the last holder leaves into the
+    permanent generation (``gc.freeze``, as ``pyraft.actors.heap.freeze_heap``
+    does after every restore) *before* the collector is back on. Without it
+    the first allocation after the pause finds millions of objects in the
+    youngest generation and walks them all, then again in the older ones
+    (measured: 0.6-0.8 s after decoding a million brokers)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._holders = 0
         self._resume = False
+        self._freeze = False
 
     @contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __call__(self, *, freeze: bool = False) -> Iterator[None]:
         with self._lock:
             if self._holders == 0:
                 self._resume = gc.isenabled()
+                self._freeze = False
                 gc.disable()
             self._holders += 1
         try:
             yield
+            if freeze:
+                with self._lock:
+                    self._freeze = True
         finally:
             with self._lock:
                 self._holders -= 1
-                if self._holders == 0 and self._resume:
-                    gc.enable()
+                if self._holders == 0:
+                    if self._freeze:
+                        gc.freeze()
+                    if self._resume:
+                        gc.enable()
 
 
-_gc_paused = _GcPause()
+gc_paused = _GcPause()
+"""``with gc_paused():`` pauses the cyclic GC (counted across threads); see ``_GcPause``."""
 
 
 # --------------------------------------------------------------------------- the store's view
@@ -177,7 +195,7 @@ def restore_store(data: bytes, *, check: bool = False) -> MetadataStore:
 
 def encode_image(image: Image) -> bytes:
     """``image`` as deterministic msgpack bytes; reads only the image (safe in a worker thread)."""
-    with _gc_paused():
+    with gc_paused():
         st = image.state
         features = [FeatureLevelRecord(n, st.features[n]) for n in sorted(st.features)]
         sections = [
@@ -210,7 +228,7 @@ def _endpoint_wire(e: BrokerEndpoint) -> tuple[str, str, int, int]:
 
 def decode_image(data: bytes, *, check: bool = False) -> Image:
     """A new state (sharing nothing with any store) from ``encode_image`` bytes; see ``restore_store``."""
-    with _gc_paused():
+    with gc_paused():
         applied_index, sections, memory = _parts(data)
         capacity, remembered = _memory(memory)
         return Image(applied_index, _state(_records(sections, check)), remembered, capacity)
@@ -221,7 +239,7 @@ def snapshot_records(data: bytes) -> tuple[int, list[Record]]:
 
     For serving a snapshot to fetching brokers: they install these records as
     they come, in this order (features, brokers, topics, partitions, producers)."""
-    with _gc_paused():
+    with gc_paused():
         applied_index, sections, _ = _parts(data)
         return applied_index, list(chain.from_iterable(_records(sections, False)))
 
@@ -269,15 +287,20 @@ def _rows(cls: type[Record], columns: tuple[tuple[Any, ...], ...], check: bool) 
             record_from_wire([cls.API_KEY, cls.VERSION, *_listed(row)]) for row in zip(*columns, strict=True)
         ]
     try:
-        return _build(cls, count, [_native(f, col) for f, col in zip(cls.FIELDS, columns, strict=True)])
+        natives = [_native(cls, f, col) for f, col in zip(cls.FIELDS, columns, strict=True)]
+        return _build(cls, count, [f.attr for f in cls.FIELDS], natives)
     except (TypeError, ValueError) as exc:
         raise SnapshotFormatError(f"malformed {cls.NAME} column in snapshot: {exc}") from exc
 
 
-_SHARED_KINDS: Final = frozenset({"uuid", "int32[]", "int32[]?"})
+_SHARED_KINDS: Final = frozenset({"uuid", "int32[]", "int32[]?", "str?"})
+# Columns whose values are each record's own (a broker's incarnation, a topic's id): a memo
+# pass over them would only cost time and a dict as large as the column.
+_DISTINCT: Final = frozenset({(RegisterBrokerRecord, "incarnation_id"), (TopicRecord, "topic_id")})
+_ENDPOINT_ATTRS: Final = ("name", "host", "port", "security_protocol")
 
 
-def _native(f: Field, column: tuple[Any, ...]) -> tuple[Any, ...]:
+def _native(cls: type[Record], f: Field, column: tuple[Any, ...]) -> tuple[Any, ...]:
     """The column as the record attribute holds it (msgpack already gives tuples for int lists).
 
     msgpack makes a new object for every value, though all of a topic's
@@ -286,26 +309,55 @@ def _native(f: Field, column: tuple[Any, ...]) -> tuple[Any, ...]:
     partitions in 1,000 topics, all with replicas [1, 2, 3]: 349 MB of live
     records became 137 MB (the topicIds alone are ~85 MB), for +0.3-0.5 s of
     decoding; it counts twice, in a restored store and in the records
-    snapshot_serving keeps."""
+    snapshot_serving keeps. Racks, listener names, ports and protocols repeat
+    across brokers the same way."""
     if f.kind == "endpoints":
-        return tuple(tuple(BrokerEndpoint(*e) for e in eps) for eps in column)
-    if f.kind in _SHARED_KINDS:
-        memo: dict[Any, Any] = {}
-        return tuple(map(memo.setdefault, column, column))
+        return _endpoints(column)
+    if f.kind in _SHARED_KINDS and (cls, f.attr) not in _DISTINCT:
+        return _shared(column)
     return column
 
 
-def _build(cls: type[Record], count: int, columns: list[tuple[Any, ...]]) -> list[Record]:
-    """``count`` records filled column by column through the slot descriptors.
+def _shared(column: Sequence[Any]) -> tuple[Any, ...]:
+    """``column`` with equal values replaced by one object (C-level, through a memo dict)."""
+    memo: dict[Any, Any] = {}
+    return tuple(map(memo.setdefault, column, column))
+
+
+def _endpoints(column: tuple[Any, ...]) -> tuple[tuple[BrokerEndpoint, ...], ...]:
+    """Each broker's ``[name, host, port, securityProtocol]`` lists as BrokerEndpoint tuples.
+
+    All endpoints of the section are built at once through the slot
+    descriptors (``_build``), then handed back per broker: a million brokers
+    no longer cost a million generator steps and dataclass ``__init__`` calls
+    (1.8 s of a restore, measured). The shape is checked explicitly, since
+    ``zip`` would silently cut a list that is too short."""
+    if not set(map(type, column)) <= {tuple}:
+        raise SnapshotFormatError("endpoints must be a list per broker")
+    flat = list(chain.from_iterable(column))
+    if not set(map(type, flat)) <= {tuple} or not set(map(len, flat)) <= {4}:
+        raise SnapshotFormatError("an endpoint must be [name, host, port, securityProtocol]")
+    names, hosts, ports, protocols = (list(map(itemgetter(i), flat)) for i in range(4))
+    values = [_shared(names), hosts, _shared(ports), _shared(protocols)]
+    built = _build(BrokerEndpoint, len(flat), _ENDPOINT_ATTRS, values)
+    lengths = list(map(len, column))
+    if lengths.count(1) == len(lengths):  # the usual case: one listener per broker
+        return tuple(zip(built))
+    rest = iter(built)
+    return tuple(tuple(islice(rest, n)) for n in lengths)
+
+
+def _build(cls: type[_T], count: int, attrs: Sequence[str], columns: Sequence[Sequence[Any]]) -> list[_T]:
+    """``count`` instances of the slotted dataclass ``cls``, filled column by column.
 
     The dataclass ``__init__`` (one Python call and a frozen ``object.__setattr__``
     per field) was most of a restore's time; ``map`` over a slot setter runs
-    the loop in C. It skips ``__init__``, so tests pin that the record classes
-    have no ``__post_init__`` and that FIELDS covers every dataclass field."""
-    records: list[Record] = list(map(object.__new__, repeat(cls, count)))
-    for f, column in zip(cls.FIELDS, columns, strict=True):
-        deque(map(vars(cls)[f.attr].__set__, records, column), maxlen=0)
-    return records
+    the loop in C. It skips ``__init__``, so tests pin that the classes built
+    here have no ``__post_init__`` and that ``attrs`` covers every dataclass field."""
+    built: list[_T] = list(map(object.__new__, repeat(cls, count)))
+    for attr, column in zip(attrs, columns, strict=True):
+        deque(map(vars(cls)[attr].__set__, built, column), maxlen=0)
+    return built
 
 
 def _listed(value: Any) -> Any:

@@ -50,7 +50,7 @@ from pyraft.metadata.records import (
     TopicRecord,
     record_from_json,
 )
-from pyraft.metadata.snapshot import Image, decode_image, encode_image
+from pyraft.metadata.snapshot import Image, decode_image, encode_image, gc_paused
 from pyraft.metadata.store_rules import decide
 from pyraft.metadata.store_state import MetadataState
 from pyraft.metadata.store_tables import IdempotencyMemory
@@ -144,10 +144,11 @@ class MetadataStore:
 
         Raises CommandError for bytes that are not a metadata snapshot."""
         try:
-            image = decode_image(data)
+            with gc_paused(freeze=True):  # the new state is long-lived: see _GcPause
+                image = decode_image(data)
+                memory = IdempotencyMemory.of(image.capacity, image.remembered)
         except RecordError as exc:
             raise CommandError(f"not a metadata snapshot: {exc}") from exc
-        memory = IdempotencyMemory.of(image.capacity, image.remembered)
         return partial(self._install, image.applied_index, image.state, memory)
 
     def compact(self, index: int) -> None:

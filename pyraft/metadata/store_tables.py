@@ -18,7 +18,7 @@ split into blocks that a copy shares with the original:
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, MutableMapping
 from itertools import chain, islice
 
@@ -181,8 +181,18 @@ class IdempotencyMemory:
     def of(cls, capacity: int, remembered: Iterable[tuple[str, bytes]]) -> IdempotencyMemory:
         """A memory that remembered ``remembered`` in that order (the newest kept on overflow)."""
         memory = cls(capacity)
-        for key, outcome in remembered:
-            memory.remember(key, outcome)
+        listed = list(remembered)
+        if len(listed) > capacity:  # a capacity lowered since: forget the oldest one by one
+            for key, outcome in listed:
+                memory.remember(key, outcome)
+            return memory
+        outcomes = dict(listed)  # what ``remember`` builds, without a Python call per key
+        if len(outcomes) != len(listed):
+            counts = Counter(key for key, _ in listed)
+            repeated = next(key for key, n in counts.items() if n > 1)
+            raise ValueError(f"idempotency key {repeated!r} is already remembered")
+        memory._outcomes = outcomes
+        memory._chunks.extend(listed[i : i + CHUNK] for i in range(0, len(listed), CHUNK))
         return memory
 
     def get(self, key: str) -> bytes | None:

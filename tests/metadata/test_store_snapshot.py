@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 from typing import Any
 
@@ -11,8 +12,14 @@ import pytest
 
 from pyraft.metadata import commands as c
 from pyraft.metadata.commands import MetadataCommand
-from pyraft.metadata.records import Record, RecordError
-from pyraft.metadata.snapshot import SECTION_TYPES, SnapshotFormatError, restore_store, snapshot_store
+from pyraft.metadata.records import BrokerEndpoint, Record, RecordError
+from pyraft.metadata.snapshot import (
+    _ENDPOINT_ATTRS,
+    SECTION_TYPES,
+    SnapshotFormatError,
+    restore_store,
+    snapshot_store,
+)
 from pyraft.metadata.store import MetadataStore
 from pyraft.metadata.store_tables import PartitionTable
 from pyraft.statemachine import CommandError
@@ -326,3 +333,88 @@ def test_restored_partitions_share_equal_values() -> None:
     parts = restore_store(snapshot_store(store)).state.partitions.of_topic(TOPIC_IDS[0])
     assert len(parts) == 5
     assert all(p.topic_id is parts[0].topic_id and p.replicas is parts[0].replicas for p in parts)
+
+
+def brokers_with_endpoints(*counts: int) -> MetadataStore:
+    """A store whose brokers have ``counts[i]`` listeners each (the API registers one)."""
+    store = MetadataStore()
+    for broker_id, count in enumerate(counts, 1):
+        template = c.register_broker(broker_id, f"h{broker_id}", 9092, "PLAINTEXT", rack=f"r{broker_id % 2}")
+        listeners = tuple(BrokerEndpoint(f"L{n}", f"h{broker_id}.{n}", 9000 + n, n % 4) for n in range(count))
+        store.state.install(
+            dataclasses.replace(template, incarnation_id=incarnation(broker_id), end_points=listeners)
+        )
+    store.applied_index = 7
+    return store
+
+
+@pytest.mark.parametrize("counts", [(1, 1, 1), (0, 1, 2), (3, 0, 0, 1), (2,), (0,)])
+def test_brokers_with_any_number_of_listeners_round_trip(counts: tuple[int, ...]) -> None:
+    """Endpoints are built for the whole section at once, then handed back per broker."""
+    store = brokers_with_endpoints(*counts)
+    data = snapshot_store(store)
+    for restored in (restore_store(data), restore_store(data, check=True)):
+        assert restored.state.brokers == store.state.brokers
+        assert [len(b.end_points) for b in restored.state.brokers.values()] == list(counts)
+        for broker in restored.state.brokers.values():
+            assert type(broker.end_points) is tuple
+            assert all(type(e) is BrokerEndpoint for e in broker.end_points)
+
+
+def test_endpoint_fields_match_the_dataclass_the_fast_path_builds() -> None:
+    assert [f.name for f in dataclasses.fields(BrokerEndpoint)] == list(_ENDPOINT_ATTRS)
+    assert not hasattr(BrokerEndpoint, "__post_init__"), "restore skips __init__"
+
+
+@pytest.mark.parametrize(
+    "endpoints",
+    [
+        [["x", "h", 1, 0, "extra"]],  # too many fields
+        ["xh10"],  # not a list
+        [7],
+    ],
+)
+def test_malformed_endpoints_are_refused(endpoints: list[Any]) -> None:
+    wire = msgpack.unpackb(snapshot_store(brokers_with_endpoints(1, 2)))
+    columns = list(wire[2][1][2])
+    columns[3] = [columns[3][0], endpoints]
+    bad = [wire[0], wire[1], section(wire, 1, columns), wire[3]]
+    with pytest.raises(SnapshotFormatError):
+        restore_store(msgpack.packb(bad, use_bin_type=True))
+    columns[3] = [columns[3][0], "not a list of endpoints"]
+    with pytest.raises(SnapshotFormatError):
+        restore_store(
+            msgpack.packb([wire[0], wire[1], section(wire, 1, columns), wire[3]], use_bin_type=True)
+        )
+
+
+def test_restored_brokers_share_repeated_listener_values_but_not_their_own() -> None:
+    restored = restore_store(snapshot_store(brokers_with_endpoints(1, 1, 1, 1)))
+    brokers = list(restored.state.brokers.values())
+    first = brokers[0].end_points[0]
+    assert all(b.end_points[0].name is first.name and b.end_points[0].port is first.port for b in brokers)
+    assert brokers[0].rack is brokers[2].rack and brokers[1].rack is brokers[3].rack
+
+
+def test_restore_leaves_the_collector_as_it_was_and_the_restored_state_frozen() -> None:
+    """The new state is frozen before the collector runs again (no walk over millions of new objects)."""
+    data = snapshot_store(brokers_with_endpoints(1, 2, 3))
+
+    def collectable(obj: object) -> bool:  # in a generation the collector walks (not the frozen one)
+        return any(o is obj for o in gc.get_objects())
+
+    try:
+        for enabled in (True, False):
+            (gc.enable if enabled else gc.disable)()
+            store = MetadataStore()
+            store.restore(data)()
+            assert gc.isenabled() is enabled
+            assert not collectable(store.state.brokers[3]) and not collectable(
+                store.state.brokers[3].end_points[2]
+            )
+            gc.unfreeze()
+            assert collectable(store.state.brokers[3])
+            assert collectable(restore_store(data).state.brokers[3])  # tools and tests: not frozen
+    finally:
+        gc.unfreeze()
+        gc.enable()

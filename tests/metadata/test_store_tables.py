@@ -132,3 +132,26 @@ def test_idempotency_memory_refuses_a_key_twice_and_rebuilds_from_items() -> Non
     rebuilt = IdempotencyMemory.of(3, memory.items())
     assert rebuilt.items() == memory.items() == [("c", b"c"), ("d", b"d"), ("e", b"e")]
     assert IdempotencyMemory.of(2, memory.items()).items() == [("d", b"d"), ("e", b"e")]
+
+
+@pytest.mark.parametrize(("capacity", "keys"), [(0, 0), (1, 1), (3, 2), (5, 5), (1500, 1100), (3000, 3000)])
+def test_idempotency_memory_built_at_once_acts_like_one_built_key_by_key(capacity: int, keys: int) -> None:
+    """``of`` fills the memory in bulk when everything fits; it must remember and forget the same."""
+    remembered = [(f"k{n}", str(n).encode()) for n in range(keys)]
+    bulk, one_by_one = IdempotencyMemory.of(capacity, remembered), IdempotencyMemory(capacity)
+    for key, outcome in remembered:
+        one_by_one.remember(key, outcome)
+    assert bulk.items() == one_by_one.items() == remembered
+    view = bulk.frozen()
+    for n in range(keys, keys + capacity + 2):  # until every bulk-built key is forgotten
+        for memory in (bulk, one_by_one):
+            memory.remember(f"k{n}", b"new")
+        if n % 97 == 0 or n >= keys + capacity:
+            assert bulk.items() == one_by_one.items()
+            assert [bulk.get(k) for k, _ in remembered] == [one_by_one.get(k) for k, _ in remembered]
+    assert list(view) == remembered  # a frozen view of the bulk-built memory did not change
+
+
+def test_idempotency_memory_of_a_key_twice_is_refused() -> None:
+    with pytest.raises(ValueError, match="'b' is already remembered"):
+        IdempotencyMemory.of(5, [("a", b"1"), ("b", b"2"), ("b", b"3")])
