@@ -111,6 +111,9 @@ def machine_info() -> dict[str, Any]:
 def run_setting(
     name: str, timing: tuple[float, float, float], trials: int, http_port: int, raft_port: int
 ) -> dict[str, Any]:
+    from bench.common import Progress
+
+    progress = Progress(trials, f"failover {name}")
     election, heartbeat, tick = timing
     args = [
         "--election-timeout-ms", str(election), "--heartbeat-ms", str(heartbeat), "--tick-ms", str(tick),
@@ -132,9 +135,7 @@ def run_setting(
                     break
                 samples.append(elapsed)
                 terms.append(took)
-                print(
-                    f"{name} trial {trial:3d}/{trials}: {elapsed * 1000:7.1f} ms, {took} term(s)", flush=True
-                )
+                progress.step(f"{elapsed * 1000:7.1f} ms, {took} term(s)")
         finally:
             cluster.stop_all(signal.SIGKILL)
     cut = 2 * statistics.median(samples) if samples else 0.0
@@ -193,7 +194,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results"), help="folder for JSON and PNG")
     p.add_argument("--no-plot", action="store_true")
     args = p.parse_args()
-    results = []
+    results: list[dict[str, Any]] = []
     summary = {"benchmark": "failover", "machine": machine_info(), "settings": results}
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.settings:
