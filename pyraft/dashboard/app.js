@@ -5,6 +5,7 @@
 const POLL_MS = 400;      // status and lag
 const TIMEOUT_MS = 350;   // a node slower than this is shown as down
 const TABLES_MS = 1000;   // brokers, topics, partitions
+const MEMBERS_MS = 2000;  // the quorum's members (voters and learners come and go)
 const MAX_EVENTS = 60;
 
 const state = { nodes: [], status: {}, lag: {}, cursors: {}, events: [], leader: null };
@@ -31,8 +32,10 @@ function card(node) {
   const fields = ["term", "log end", "commit", "applied"].map((name) => [
     el("dt", {}, name), el("dd", { "data-field": name }, "–"),
   ]).flat();
-  return el("article", { class: "node", "data-node-id": node.id, "data-state": "unknown" },
-    el("h3", {}, `node ${node.id}`, el("span", { class: "badge" }, "…")),
+  const member = node.voter === false ? "observer" : "voter";
+  return el("article", { class: "node", "data-node-id": node.id, "data-state": "unknown", "data-member": member },
+    el("h3", {}, member === "voter" ? `node ${node.id}` : `node ${node.id} (observer)`,
+      el("span", { class: "badge" }, "…")),
     el("dl", {}, ...fields),
     el("div", { class: "lag" }, el("span", { class: "lag-text" }, "lag –"),
       el("div", { class: "track" }, el("div", { class: "fill" }))));
@@ -155,16 +158,37 @@ async function loop(step, every) {
   }
 }
 
-async function start() {
-  let cluster = null;
-  while (!cluster) {
-    try { cluster = await getJSON("/cluster", 2000); } catch (err) { await new Promise((r) => setTimeout(r, 500)); }
+// The members of the live configuration, from the node that served the page or, when it is
+// down, from any node that answers; the cards are rebuilt only when the list changes.
+async function refreshMembers() {
+  const sources = new Set([location.origin, ...state.nodes.filter((n) => state.status[n.id]).map((n) => n.httpUrl)]);
+  for (const url of sources) {
+    try {
+      showMembers(await getJSON(`${url}/cluster`, 2000));
+      return true;
+    } catch (err) { /* try the next node */ }
   }
-  state.nodes = cluster.nodes.map((n) => ({ id: n.id, httpUrl: n.httpUrl || location.origin }));
+  return false;
+}
+
+function showMembers(cluster) {
+  const nodes = cluster.nodes.map((n) => ({ id: n.id, httpUrl: n.httpUrl || location.origin, voter: n.voter }));
   document.getElementById("cluster-id").textContent = `cluster ${cluster.clusterId}`;
-  document.getElementById("nodes").replaceChildren(...state.nodes.map(card));
+  const key = (list) => list.map((n) => `${n.id}@${n.httpUrl}:${n.voter}`).join(",");
+  if (key(nodes) === key(state.nodes)) return;
+  state.nodes = nodes;
+  for (const id of Object.keys(state.status)) {
+    if (!nodes.some((n) => String(n.id) === id)) delete state.status[id];
+  }
+  document.getElementById("nodes").replaceChildren(...nodes.map(card));
+  for (const node of nodes) renderNode(node, state.leader);
+}
+
+async function start() {
+  while (!(await refreshMembers())) await new Promise((r) => setTimeout(r, 500));
   loop(tick, POLL_MS);
   loop(pollTables, TABLES_MS);
+  loop(refreshMembers, MEMBERS_MS);
 }
 
 start();

@@ -1,8 +1,9 @@
 """The dashboard in headless Chromium (Debian's, driven by Playwright) against a 3-node cluster.
 
 Loads the page from node 1, checks the leader is marked, creates a topic through
-the API and waits for it in the table, kills the leader and waits for the page
-to show it down and another node marked leader. Screenshots are kept as test
+the API and waits for it in the table, adds a fourth node to the quorum and waits
+for its card (the page follows membership changes), kills the leader and waits for
+the page to show it down and another node marked leader. Screenshots are kept as test
 artifacts in ``test-artifacts/`` (and ``--update-screenshot`` is not needed: the
 README's copy under ``docs/`` is refreshed by setting PYRAFT_SCREENSHOT_DOCS=1).
 """
@@ -106,6 +107,14 @@ def test_dashboard_shows_the_quorum_live(live_cluster: LocalCluster) -> None:
             if os.environ.get("PYRAFT_SCREENSHOT_DOCS"):
                 DOCS_SHOT.parent.mkdir(exist_ok=True)
                 shutil.copy(ARTIFACTS / "dashboard.png", DOCS_SHOT)
+
+            joiner = c.add_node(4)
+            c.start(4)
+            c.wait_for("node 4 to serve", joiner.status)
+            answer = c.nodes[1].call("POST", "/quorum/voters", {"id": 4, "address": joiner.raft_address}, 30)
+            assert answer[0] == 201, answer
+            added = '.node[data-node-id="4"][data-member="voter"][data-state="up"]'
+            page.wait_for_selector(added, timeout=5000)
 
             leader = shown_leader(page, c)  # elections may have happened meanwhile on a busy machine
             c.kill(leader)
