@@ -33,9 +33,22 @@ Payload (msgpack)::
      [capacity, [[key, outcome], ...]]]             # idempotency memory, oldest first
 
 A section stores its records column by column, one column per entry of the
-record's ``FIELDS`` (Kafka's wire kinds; endpoints as ``[name, host, port,
-securityProtocol]``), because columns can be filled in by C-level loops (see
-``_build``). Decoding skips the per-field checks of ``record_from_wire``: they
+record's ``FIELDS`` (Kafka's wire kinds), because columns can be filled in by
+C-level loops (see ``_build``). Format 2 writes a column in one of three ways:
+
+* ``[value, ...]``, one per record;
+* ``[[distinct value, ...], [code, ...]]`` for the columns whose values repeat
+  (uuid, int lists and optional strings, except a broker's incarnation and a
+  topic's id): each value once, then an index into them per record, so
+  decoding makes one object per distinct value and shares it (all of a
+  topic's partitions hold one topicId, all brokers one rack);
+* endpoints flat over the whole section: ``[[count per record, ...], names
+  (coded), [host, ...], ports (coded), [securityProtocol, ...]]``.
+
+Format 1 (still read) wrote every column as ``[value, ...]`` and endpoints as
+``[[name, host, port, securityProtocol], ...]`` per record.
+
+Decoding skips the per-field checks of ``record_from_wire``: they
 cost ~60 µs a record (a minute for a million) and the bytes were written by
 pyraft and checksummed by the snapshot file; only the structure is checked.
 ``restore_store(data, check=True)`` runs the full checks, for tools and tests.
@@ -61,7 +74,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain, islice, repeat
@@ -88,7 +101,8 @@ from pyraft.metadata.store_tables import PartitionTable
 if TYPE_CHECKING:
     from pyraft.metadata.store import MetadataStore
 
-FORMAT: Final = 1
+FORMAT: Final = 2  # what encode_image writes
+READABLE_FORMATS: Final = (1, 2)  # what decode_image reads: format 1 files from before stay loadable
 
 # Section order is also the install order: nothing refers to a later section.
 SECTION_TYPES: Final[tuple[type[Record], ...]] = (
@@ -101,6 +115,7 @@ SECTION_TYPES: Final[tuple[type[Record], ...]] = (
 
 _R = TypeVar("_R", bound=Record)
 _T = TypeVar("_T")
+_K = TypeVar("_K")
 
 
 class SnapshotFormatError(RecordError):
@@ -212,15 +227,30 @@ def encode_image(image: Image) -> bytes:
 
 def _section(cls: type[Record], listed: Sequence[Record]) -> list[Any]:
     """``[apiKey, version, [column per field]]``: one C-level pass per field (see ``_build``)."""
-    columns = [list(map(attrgetter(f.attr), listed)) for f in cls.FIELDS]
-    for i, f in enumerate(cls.FIELDS):
+    columns: list[Any] = []
+    for f in cls.FIELDS:
+        values = list(map(attrgetter(f.attr), listed))
         if f.kind == "endpoints":
-            columns[i] = [[_endpoint_wire(e) for e in eps] for eps in columns[i]]
+            columns.append(_endpoints_wire(values))
+        elif _repeats(cls, f):
+            columns.append(_coded(values))
+        else:
+            columns.append(values)
     return [cls.API_KEY, cls.VERSION, columns]
 
 
-def _endpoint_wire(e: BrokerEndpoint) -> tuple[str, str, int, int]:
-    return (e.name, e.host, e.port, e.security_protocol)
+def _coded(values: list[Any]) -> list[list[Any]]:
+    """``[distinct values in first-seen order, code per value]``: each repeated value written once."""
+    distinct = list(dict.fromkeys(values))
+    code = {value: i for i, value in enumerate(distinct)}
+    return [distinct, list(map(code.__getitem__, values))]
+
+
+def _endpoints_wire(per_record: list[tuple[BrokerEndpoint, ...]]) -> list[Any]:
+    """Every record's endpoints as ``[count per record, names, hosts, ports, protocols]`` (flat)."""
+    flat = list(chain.from_iterable(per_record))
+    names, hosts, ports, protocols = (list(map(attrgetter(a), flat)) for a in _ENDPOINT_ATTRS)
+    return [list(map(len, per_record)), _coded(names), hosts, _coded(ports), protocols]
 
 
 # --------------------------------------------------------------------------- reading
@@ -229,9 +259,9 @@ def _endpoint_wire(e: BrokerEndpoint) -> tuple[str, str, int, int]:
 def decode_image(data: bytes, *, check: bool = False) -> Image:
     """A new state (sharing nothing with any store) from ``encode_image`` bytes; see ``restore_store``."""
     with gc_paused():
-        applied_index, sections, memory = _parts(data)
+        version, applied_index, sections, memory = _parts(data)
         capacity, remembered = _memory(memory)
-        return Image(applied_index, _state(_records(sections, check)), remembered, capacity)
+        return Image(applied_index, _state(_records(version, sections, check)), remembered, capacity)
 
 
 def snapshot_records(data: bytes) -> tuple[int, list[Record]]:
@@ -240,26 +270,34 @@ def snapshot_records(data: bytes) -> tuple[int, list[Record]]:
     For serving a snapshot to fetching brokers: they install these records as
     they come, in this order (features, brokers, topics, partitions, producers)."""
     with gc_paused():
-        applied_index, sections, _ = _parts(data)
-        return applied_index, list(chain.from_iterable(_records(sections, False)))
+        version, applied_index, sections, _ = _parts(data)
+        return applied_index, list(chain.from_iterable(_records(version, sections, False)))
 
 
-def _parts(data: bytes) -> tuple[int, object, object]:
-    """``(applied_index, sections, memory)`` of a snapshot whose envelope is checked."""
+def _parts(data: bytes) -> tuple[int, int, object, object]:
+    """``(format, applied_index, sections, memory)`` of a snapshot whose envelope is checked."""
     try:
         wire = msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True)
     except Exception as exc:
         raise SnapshotFormatError(f"metadata snapshot is not valid msgpack: {exc}") from exc
-    if not isinstance(wire, tuple) or len(wire) != 4 or wire[0] != FORMAT or type(wire[0]) is not int:
+    if (
+        not isinstance(wire, tuple)
+        or len(wire) != 4
+        or type(wire[0]) is not int
+        or wire[0] not in READABLE_FORMATS
+    ):
         head = wire[0] if isinstance(wire, tuple) and wire else wire
-        raise SnapshotFormatError(f"not a metadata snapshot of format {FORMAT} (starts with {head!r:.80})")
-    _, applied_index, sections, memory = wire
+        raise SnapshotFormatError(
+            f"not a metadata snapshot of format {' or '.join(map(str, READABLE_FORMATS))} "
+            f"(starts with {head!r:.80})"
+        )
+    version, applied_index, sections, memory = wire
     if type(applied_index) is not int or applied_index < 0:
         raise SnapshotFormatError(f"snapshot applied index must be an int >= 0, got {applied_index!r}")
-    return applied_index, sections, memory
+    return version, applied_index, sections, memory
 
 
-def _records(sections: object, check: bool) -> list[list[Record]]:
+def _records(version: int, sections: object, check: bool) -> list[list[Record]]:
     """Each section's records, in SECTION_TYPES order."""
     if not isinstance(sections, tuple) or len(sections) != len(SECTION_TYPES):
         raise SnapshotFormatError(f"snapshot needs {len(SECTION_TYPES)} record sections")
@@ -272,79 +310,114 @@ def _records(sections: object, check: bool) -> list[list[Record]]:
                 f"expected a {cls.NAME} v{cls.VERSION} section (apiKey {cls.API_KEY}), "
                 f"got apiKey {section[0]!r} v{section[1]!r}"
             )
-        out.append(_rows(cls, section[2], check))
+        out.append(_rows(cls, version, section[2], check))
     return out
 
 
-def _rows(cls: type[Record], columns: tuple[tuple[Any, ...], ...], check: bool) -> list[Record]:
+def _rows(cls: type[Record], version: int, columns: tuple[Any, ...], check: bool) -> list[Record]:
     if len(columns) != len(cls.FIELDS) or not all(isinstance(col, tuple) for col in columns):
         raise SnapshotFormatError(f"{cls.NAME} section needs {len(cls.FIELDS)} columns")
-    count = len(columns[0]) if columns else 0
-    if any(len(col) != count for col in columns):
-        raise SnapshotFormatError(f"{cls.NAME} columns differ in length")
-    if check:
-        return [
-            record_from_wire([cls.API_KEY, cls.VERSION, *_listed(row)]) for row in zip(*columns, strict=True)
-        ]
+    native = _native if version == FORMAT else _native_v1
     try:
-        natives = [_native(cls, f, col) for f, col in zip(cls.FIELDS, columns, strict=True)]
+        natives = [native(cls, f, col) for f, col in zip(cls.FIELDS, columns, strict=True)]
+        count = len(natives[0]) if natives else 0
+        if any(len(col) != count for col in natives):
+            raise SnapshotFormatError(f"{cls.NAME} columns differ in length")
+        if check:
+            rows = zip(*natives, strict=True)
+            return [record_from_wire([cls.API_KEY, cls.VERSION, *_listed(row)]) for row in rows]
         return _build(cls, count, [f.attr for f in cls.FIELDS], natives)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, IndexError) as exc:
         raise SnapshotFormatError(f"malformed {cls.NAME} column in snapshot: {exc}") from exc
 
 
 _SHARED_KINDS: Final = frozenset({"uuid", "int32[]", "int32[]?", "str?"})
-# Columns whose values are each record's own (a broker's incarnation, a topic's id): a memo
-# pass over them would only cost time and a dict as large as the column.
+# Columns whose values are each record's own (a broker's incarnation, a topic's id): coding
+# or sharing them would only cost time and space.
 _DISTINCT: Final = frozenset({(RegisterBrokerRecord, "incarnation_id"), (TopicRecord, "topic_id")})
 _ENDPOINT_ATTRS: Final = ("name", "host", "port", "security_protocol")
 
 
-def _native(cls: type[Record], f: Field, column: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The column as the record attribute holds it (msgpack already gives tuples for int lists).
+def _repeats(cls: type[Record], f: Field) -> bool:
+    """Whether a column's values repeat across records (a topicId over its partitions, a rack)."""
+    return f.kind in _SHARED_KINDS and (cls, f.attr) not in _DISTINCT
 
-    msgpack makes a new object for every value, though all of a topic's
-    partitions carry one topicId and replica lists repeat: equal values are
-    shared (a C-level pass through a memo dict). Measured on a million
-    partitions in 1,000 topics, all with replicas [1, 2, 3]: 349 MB of live
-    records became 137 MB (the topicIds alone are ~85 MB), for +0.3-0.5 s of
-    decoding; it counts twice, in a restored store and in the records
-    snapshot_serving keeps. Racks, listener names, ports and protocols repeat
-    across brokers the same way."""
+
+def _native(cls: type[Record], f: Field, column: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A format-2 column as the record attributes hold it: repeated values decoded once and shared.
+
+    A coded column ``[distinct, codes]`` is expanded by one C-level pass
+    (``map(distinct.__getitem__, codes)``), so every record gets the same
+    object for the same value without msgpack making a million strings
+    first: all of a topic's partitions share one topicId and one replica list,
+    all brokers one listener name and rack."""
     if f.kind == "endpoints":
         return _endpoints(column)
-    if f.kind in _SHARED_KINDS and (cls, f.attr) not in _DISTINCT:
-        return _shared(column)
+    if _repeats(cls, f):
+        return _decoded(column)
     return column
 
 
-def _shared(column: Sequence[Any]) -> tuple[Any, ...]:
-    """``column`` with equal values replaced by one object (C-level, through a memo dict)."""
-    memo: dict[Any, Any] = {}
-    return tuple(map(memo.setdefault, column, column))
+def _decoded(column: tuple[Any, ...]) -> tuple[Any, ...]:
+    if len(column) != 2 or type(column[0]) is not tuple or type(column[1]) is not tuple:
+        raise SnapshotFormatError("a coded column must be [distinct values, codes]")
+    distinct, codes = column
+    if codes and min(codes) < 0:
+        raise SnapshotFormatError("a coded column has a negative code")
+    return tuple(map(distinct.__getitem__, codes))
 
 
 def _endpoints(column: tuple[Any, ...]) -> tuple[tuple[BrokerEndpoint, ...], ...]:
-    """Each broker's ``[name, host, port, securityProtocol]`` lists as BrokerEndpoint tuples.
+    """``[count per record, names, hosts, ports, protocols]`` back to each record's endpoints.
 
     All endpoints of the section are built at once through the slot
-    descriptors (``_build``), then handed back per broker: a million brokers
-    no longer cost a million generator steps and dataclass ``__init__`` calls
-    (1.8 s of a restore, measured). The shape is checked explicitly, since
-    ``zip`` would silently cut a list that is too short."""
+    descriptors (``_build``), then handed back per record: a million brokers
+    cost no generator step and no dataclass ``__init__`` each (1.8 s of a
+    restore, measured)."""
+    if len(column) != 5 or type(column[0]) is not tuple or type(column[2]) is not tuple:
+        raise SnapshotFormatError("endpoints must be [counts, names, hosts, ports, protocols]")
+    counts, names, hosts, ports, protocols = column
+    values = [_decoded(names), hosts, _decoded(ports), protocols]
+    total = sum(counts)
+    if (counts and min(counts) < 0) or any(len(v) != total for v in values):
+        raise SnapshotFormatError("endpoint columns do not add up to the counts per record")
+    return _grouped(_build(BrokerEndpoint, len(hosts), _ENDPOINT_ATTRS, values), counts)
+
+
+def _grouped(flat: list[BrokerEndpoint], counts: Sequence[int]) -> tuple[tuple[BrokerEndpoint, ...], ...]:
+    """``flat`` cut into consecutive tuples of ``counts[i]`` endpoints."""
+    if counts.count(1) == len(counts):  # the usual case: one listener per broker
+        return tuple(zip(flat))
+    rest = iter(flat)
+    return tuple(tuple(islice(rest, n)) for n in counts)
+
+
+def _native_v1(cls: type[Record], f: Field, column: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A format-1 column as the record attributes hold it (msgpack already gives tuples for int lists).
+
+    Format 1 wrote every value in full and endpoints as ``[name, host, port,
+    securityProtocol]`` per endpoint: equal values are shared here through a
+    memo dict instead (measured on a million partitions in 1,000 topics: 349
+    MB of live records became 137 MB)."""
+    if f.kind == "endpoints":
+        return _endpoints_v1(column)
+    if _repeats(cls, f):
+        memo: dict[Any, Any] = {}
+        return tuple(map(memo.setdefault, column, column))
+    return column
+
+
+def _endpoints_v1(column: tuple[Any, ...]) -> tuple[tuple[BrokerEndpoint, ...], ...]:
+    """Each record's ``[[name, host, port, securityProtocol], ...]`` as BrokerEndpoint tuples.
+
+    The shape is checked explicitly, since ``zip`` would silently cut a list that is too short."""
     if not set(map(type, column)) <= {tuple}:
         raise SnapshotFormatError("endpoints must be a list per broker")
     flat = list(chain.from_iterable(column))
     if not set(map(type, flat)) <= {tuple} or not set(map(len, flat)) <= {4}:
         raise SnapshotFormatError("an endpoint must be [name, host, port, securityProtocol]")
-    names, hosts, ports, protocols = (list(map(itemgetter(i), flat)) for i in range(4))
-    values = [_shared(names), hosts, _shared(ports), _shared(protocols)]
-    built = _build(BrokerEndpoint, len(flat), _ENDPOINT_ATTRS, values)
-    lengths = list(map(len, column))
-    if lengths.count(1) == len(lengths):  # the usual case: one listener per broker
-        return tuple(zip(built))
-    rest = iter(built)
-    return tuple(tuple(islice(rest, n)) for n in lengths)
+    values = [list(map(itemgetter(i), flat)) for i in range(4)]
+    return _grouped(_build(BrokerEndpoint, len(flat), _ENDPOINT_ATTRS, values), list(map(len, column)))
 
 
 def _build(cls: type[_T], count: int, attrs: Sequence[str], columns: Sequence[Sequence[Any]]) -> list[_T]:
@@ -361,9 +434,11 @@ def _build(cls: type[_T], count: int, attrs: Sequence[str], columns: Sequence[Se
 
 
 def _listed(value: Any) -> Any:
-    """Tuples back to lists, the shape ``record_from_wire`` expects from msgpack."""
+    """Tuples (and endpoints) back to lists, the shape ``record_from_wire`` expects from msgpack."""
     if isinstance(value, tuple | list):
         return [_listed(v) for v in value]
+    if isinstance(value, BrokerEndpoint):
+        return [value.name, value.host, value.port, value.security_protocol]
     return value
 
 
@@ -372,17 +447,22 @@ def _state(sections: list[list[Record]]) -> MetadataState:
     features, brokers, topics, partitions, producers = sections
     st = MetadataState()
     st.features = {r.name: r.feature_level for r in _typed(features, FeatureLevelRecord)}
-    st.brokers = {r.broker_id: r for r in _typed(brokers, RegisterBrokerRecord)}
-    st.topics = {r.topic_id: r for r in _typed(topics, TopicRecord)}
+    st.brokers = _keyed(attrgetter("broker_id"), _typed(brokers, RegisterBrokerRecord))
+    st.topics = _keyed(attrgetter("topic_id"), _typed(topics, TopicRecord))
     st.topic_ids = {r.name: r.topic_id for r in _typed(topics, TopicRecord)}
     st.partitions = PartitionTable.of_records(_typed(partitions, PartitionRecord))
-    st.producers = {(r.broker_id, r.next_producer_id): r for r in _typed(producers, ProducerIdsRecord)}
+    st.producers = _keyed(attrgetter("broker_id", "next_producer_id"), _typed(producers, ProducerIdsRecord))
     sizes = [len(st.features), len(st.brokers), len(st.topics), len(st.partitions), len(st.producers)]
     if sizes != [len(s) for s in sections] or len(st.topic_ids) != len(st.topics):
         raise SnapshotFormatError("snapshot has duplicate keys in a section")
     if any(t not in st.topics for t in st.partitions.topic_ids()):
         raise SnapshotFormatError("snapshot has a partition of a topic it does not hold")
     return st
+
+
+def _keyed(key: Callable[[_R], _K], records: list[_R]) -> dict[_K, _R]:
+    """``{key(r): r}`` in one C-level pass (a million brokers: no comprehension step each)."""
+    return dict(zip(map(key, records), records, strict=True))
 
 
 def _typed(records: list[Record], cls: type[_R]) -> list[_R]:

@@ -12,11 +12,13 @@ import pytest
 
 from pyraft.metadata import commands as c
 from pyraft.metadata.commands import MetadataCommand
-from pyraft.metadata.records import BrokerEndpoint, Record, RecordError
+from pyraft.metadata.fields import to_wire_value
+from pyraft.metadata.records import BrokerEndpoint, FeatureLevelRecord, Record, RecordError
 from pyraft.metadata.snapshot import (
     _ENDPOINT_ATTRS,
     SECTION_TYPES,
     SnapshotFormatError,
+    _repeats,
     restore_store,
     snapshot_store,
 )
@@ -207,15 +209,69 @@ def section(wire: Any, position: int, columns: list[Any]) -> list[Any]:
     return sections
 
 
+def format1(store: MetadataStore) -> list[Any]:
+    """The store as a format-1 payload (before coded columns), written from its documentation."""
+    st = store.state
+    listed: list[list[Any]] = [
+        [FeatureLevelRecord(n, st.features[n]) for n in sorted(st.features)],
+        [st.brokers[b] for b in sorted(st.brokers)],
+        [st.topics[t] for t in sorted(st.topics)],
+        st.partitions.sorted_records(),
+        [st.producers[k] for k in sorted(st.producers)],
+    ]
+    sections = [
+        [
+            cls.API_KEY,
+            cls.VERSION,
+            [[to_wire_value(f.kind, getattr(r, f.attr)) for r in rs] for f in cls.FIELDS],
+        ]
+        for cls, rs in zip(SECTION_TYPES, listed, strict=True)
+    ]
+    memory = [store.idempotency_capacity, [list(pair) for pair in store.remembered_outcomes()]]
+    return [1, store.applied_index, sections, memory]
+
+
+def wire_of(store: MetadataStore, fmt: int) -> Any:
+    return msgpack.unpackb(snapshot_store(store)) if fmt == 2 else format1(store)
+
+
+def twice(wire: Any, position: int) -> list[Any]:
+    """The section's records all written twice (duplicate keys), in the wire's own format."""
+    cls = SECTION_TYPES[position]
+    columns = []
+    for f, col in zip(cls.FIELDS, wire[2][position][2], strict=True):
+        if wire[0] == 2 and f.kind == "endpoints":
+            counts, names, hosts, ports, protocols = col
+            coded_twice = [[names[0], names[1] * 2], [ports[0], ports[1] * 2]]
+            columns.append([counts * 2, coded_twice[0], hosts * 2, coded_twice[1], protocols * 2])
+        elif wire[0] == 2 and _repeats(cls, f):
+            columns.append([col[0], col[1] * 2])
+        else:
+            columns.append(col * 2)
+    return section(wire, position, columns)
+
+
 def bad_endpoints(wire: Any) -> list[Any]:
     """An endpoints column whose endpoints lack their security protocol."""
-    return [[["x", "h", 1]] for _ in wire[2][1][2][3]]
+    if wire[0] == 1:
+        return [[["x", "h", 1]] for _ in wire[2][1][2][3]]
+    counts, names, hosts, ports, _ = wire[2][1][2][3]
+    return [counts, names, hosts, ports, []]
 
 
+def broker_columns(wire: Any, position: int, column: Any) -> list[Any]:
+    """The sections with the broker column at ``position`` replaced."""
+    columns = list(wire[2][1][2])
+    columns[position] = column
+    return section(wire, 1, columns)
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
 @pytest.mark.parametrize(
     "mutate",
     [
-        lambda w: [2, *w[1:]],  # unknown format
+        lambda w: [3, *w[1:]],  # unknown format
+        lambda w: [0, *w[1:]],  # unknown format
         lambda w: w[:3],  # missing part
         lambda w: [w[0], -1, w[2], w[3]],  # bad applied index
         lambda w: [w[0], w[1], w[2][:4], w[3]],  # a missing section
@@ -223,20 +279,60 @@ def bad_endpoints(wire: Any) -> list[Any]:
         lambda w: [w[0], w[1], [[12, 9, w[2][0][2]], *w[2][1:]], w[3]],  # unknown section version
         lambda w: [w[0], w[1], section(w, 3, [[0]]), w[3]],  # missing columns
         lambda w: [w[0], w[1], section(w, 3, [c[:-1] for c in w[2][3][2][:1]] + w[2][3][2][1:]), w[3]],
-        lambda w: [w[0], w[1], section(w, 3, [c + c for c in w[2][3][2]]), w[3]],  # duplicate keys
+        lambda w: [w[0], w[1], twice(w, 3), w[3]],  # duplicate keys
+        lambda w: [w[0], w[1], twice(w, 1), w[3]],  # duplicate keys
         lambda w: [w[0], w[1], section(w, 2, [[], []]), w[3]],  # partitions without their topic
-        lambda w: [w[0], w[1], section(w, 1, [*w[2][1][2][:3], bad_endpoints(w), *w[2][1][2][4:]]), w[3]],
+        lambda w: [w[0], w[1], broker_columns(w, 3, bad_endpoints(w)), w[3]],
         lambda w: [w[0], w[1], w[2], [-1, []]],  # bad capacity
         lambda w: [w[0], w[1], w[2], [8, [["k", "not bytes"]]]],  # bad outcome
         lambda w: [w[0], w[1], w[2], [8, [[1, b""]]]],  # bad key
     ],
 )
-def test_malformed_snapshots_are_refused(mutate: Any) -> None:
+def test_malformed_snapshots_are_refused(mutate: Any, fmt: int) -> None:
     _, _, store = history(3, 150)
-    wire = msgpack.unpackb(snapshot_store(store))
+    wire = wire_of(store, fmt)
     assert wire[2][3][2][0] and wire[2][1][2][0], "the history must leave partitions and brokers"
+    restore_store(msgpack.packb(wire, use_bin_type=True))  # unchanged, it restores
     with pytest.raises(SnapshotFormatError):
         restore_store(msgpack.packb(mutate(wire), use_bin_type=True))
+
+
+@pytest.mark.parametrize(
+    ("position", "column"),
+    [
+        (4, [["r0"], [0, -1]]),  # a negative code
+        (4, [["r0"], [0, 1]]),  # a code past the distinct values
+        (4, [["r0"], ["0", 0]]),  # a code that is not an int
+        (4, ["r0", "r1"]),  # a coded column written plain
+        (4, [["r0"], [0, 0], [0]]),  # a coded column with a third part
+        (3, [[1, 1], [["L"], [0]], ["h1", "h2"], [[1], [0, 0]], [0, 0]]),  # counts and names disagree
+        (3, [[1, -1, 2], [["L"], [0, 0]], ["h1", "h2"], [[1], [0, 0]], [0, 0]]),  # a negative count
+        (3, [[1, 1], [["L"], [0, 0]], ["h1", "h2"], [[1], [0, 0]]]),  # a part missing
+        (3, [[1, 1], [["L"], [0, 0]], ["h1", "h2"], [[1], [0, 0]], [0, 0], []]),  # a part too many
+    ],
+)
+def test_malformed_coded_columns_are_refused(position: int, column: list[Any]) -> None:
+    wire = msgpack.unpackb(snapshot_store(brokers_with_endpoints(1, 1)))
+    assert wire[0] == 2
+    good = wire[2][1][2][position]
+    restore_store(msgpack.packb([*wire[:2], broker_columns(wire, position, good), wire[3]]))
+    for check in (False, True):
+        with pytest.raises(SnapshotFormatError):
+            restore_store(
+                msgpack.packb([*wire[:2], broker_columns(wire, position, column), wire[3]]), check=check
+            )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_format_1_snapshots_still_restore(seed: int) -> None:
+    """Snapshot files written before coded columns restore to the same state, and re-snapshot as format 2."""
+    _, _, store = history(seed, 200)
+    for old in (store, brokers_with_endpoints(0, 1, 3, 1)):
+        data = msgpack.packb(format1(old), use_bin_type=True)
+        for restored in (restore_store(data), restore_store(data, check=True)):
+            assert state_of(restored) == state_of(old)
+            assert restored.state.brokers == old.state.brokers
+            assert snapshot_store(restored) == snapshot_store(old)
 
 
 def test_not_msgpack_is_refused() -> None:
@@ -374,18 +470,13 @@ def test_endpoint_fields_match_the_dataclass_the_fast_path_builds() -> None:
         [7],
     ],
 )
-def test_malformed_endpoints_are_refused(endpoints: list[Any]) -> None:
-    wire = msgpack.unpackb(snapshot_store(brokers_with_endpoints(1, 2)))
-    columns = list(wire[2][1][2])
-    columns[3] = [columns[3][0], endpoints]
-    bad = [wire[0], wire[1], section(wire, 1, columns), wire[3]]
-    with pytest.raises(SnapshotFormatError):
-        restore_store(msgpack.packb(bad, use_bin_type=True))
-    columns[3] = [columns[3][0], "not a list of endpoints"]
-    with pytest.raises(SnapshotFormatError):
-        restore_store(
-            msgpack.packb([wire[0], wire[1], section(wire, 1, columns), wire[3]], use_bin_type=True)
-        )
+def test_malformed_format_1_endpoints_are_refused(endpoints: list[Any]) -> None:
+    wire = format1(brokers_with_endpoints(1, 2))
+    column = wire[2][1][2][3]
+    for bad in ([column[0], endpoints], "not a list of endpoints"):
+        for check in (False, True):
+            with pytest.raises(SnapshotFormatError):
+                restore_store(msgpack.packb([*wire[:2], broker_columns(wire, 3, bad), wire[3]]), check=check)
 
 
 def test_restored_brokers_share_repeated_listener_values_but_not_their_own() -> None:
