@@ -35,7 +35,7 @@ class Metadata(SyncObj):  # type: ignore[misc]
         self._store = MetadataStore()
         self._index = 0
 
-    @replicated  # type: ignore[misc]
+    @replicated  # type: ignore[untyped-decorator]
     def apply(self, command: bytes) -> bytes:
         self._index += 1
         return self._store.apply(self._index, command)

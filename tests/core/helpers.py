@@ -10,7 +10,7 @@ test can spell out only the steps that matter to the rule it checks.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -143,7 +143,7 @@ class Cluster:
         self,
         size: int = 3,
         seed: int = 0,
-        logs: dict[int, Sequence[Entry]] | None = None,
+        logs: Mapping[int, Sequence[Entry]] | None = None,
         hard_states: dict[int, HardState] | None = None,
         **cfg: Any,
     ) -> None:

@@ -7,7 +7,9 @@ import pytest
 from pyraft.core.messages import (
     AppendEntries,
     AppendEntriesResponse,
+    Entry,
     HardState,
+    Message,
     RequestVote,
     RequestVoteResponse,
     TimeoutNow,
@@ -103,7 +105,7 @@ def test_vote_granted_at_most_once_per_term() -> None:
     ],
 )
 def test_vote_rejected_when_candidate_log_is_less_up_to_date(
-    voter_log: list, cand_last_index: int, cand_last_term: int, granted: bool
+    voter_log: list[Entry], cand_last_index: int, cand_last_term: int, granted: bool
 ) -> None:
     n = Node.create(config(1, (1, 2, 3), pre_vote=False), HardState(3, None), voter_log)
     n.core.step(RequestVote(2, 1, 4, cand_last_index, cand_last_term))
@@ -194,14 +196,14 @@ def test_higher_term_in_any_message_makes_node_follower(role: str, kind: str) ->
     node = c[1]
     term = node.term
     high = term + 3
-    msg = {
+    messages: dict[str, Message] = {
         "append": AppendEntries(2, 1, high, 0, 0, (), 0),
         "append_response": AppendEntriesResponse(2, 1, high, False),
         "vote": RequestVote(2, 1, high, 0, 0),
         "vote_response": RequestVoteResponse(2, 1, high, False),
         "timeout_now": TimeoutNow(2, 1, high),
-    }[kind]
-    node.step(msg)
+    }
+    node.step(messages[kind])
     if kind == "timeout_now":
         # TimeoutNow from the leader of that term: adopt it, then campaign at once.
         assert node.role is Role.CANDIDATE and node.term == high + 1

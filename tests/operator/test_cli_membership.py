@@ -86,7 +86,7 @@ def test_timeout_flag_is_the_catch_up_timeout(monkeypatch: pytest.MonkeyPatch) -
     """``add-voter --timeout`` goes to the server as timeoutMs, and the CLI waits longer than it;
     the global --timeout stays the per-answer bound of every other command."""
     sent: list[tuple[str, str, Any]] = []
-    answer = {"voters": [], "observers": [], "leaderId": None}
+    answer: dict[str, Any] = {"voters": [], "observers": [], "leaderId": None}
 
     def call(method: str, path: str, body: Any = None, *, repeatable: bool = True) -> Any:
         sent.append((method, path, body))

@@ -6,6 +6,7 @@ acknowledged was answered ok by the cluster, and must survive what follows.
 
 from __future__ import annotations
 
+import functools
 import signal
 import socket
 from collections.abc import Iterator
@@ -152,8 +153,8 @@ def test_truncated_and_corrupted_log_tails_are_recovered(cluster: LocalCluster) 
         cluster.start(victim)
         write_many(cluster, leader, [1000 * (round_ + 1) + 999])
         keys.append(1000 * (round_ + 1) + 999)
-        top = cluster.statuses()[leader]["commitIndex"]
-        cluster.wait_for("the repaired node to catch up", lambda t=top: applied_everywhere(cluster, t))
+        top: int = cluster.statuses()[leader]["commitIndex"]
+        cluster.wait_for("the repaired node to catch up", functools.partial(applied_everywhere, cluster, top))
         assert_all_present(cluster, victim, keys)
         assert "recovered log" in cluster.nodes[victim].log_path.read_text()
 
