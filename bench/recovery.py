@@ -104,10 +104,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--port", type=int, default=25000)
     p.add_argument("--log-only", action="store_true", help="no snapshots: replay the whole log")
     p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="build the data directory in KEEP (not a temp dir) and leave it there; a later run with the "
+        "same KEEP, --records and --log-only restarts on it without building it again (for profiling)",
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="pyraft-recovery-") as tmp:
-        root = Path(tmp)
-        write_s = build_data_dir(root / "1", args.records, snapshots=not args.log_only)
+        root = Path(tmp) if args.keep is None else args.keep
+        marker = root / f"built-{args.records}-{'log-only' if args.log_only else 'snapshots'}"
+        if marker.exists():
+            write_s = float(marker.read_text())
+        else:
+            if args.keep is not None and (root / "1").exists():
+                raise SystemExit(f"{root / '1'} exists but was not built for these options; remove it")
+            write_s = build_data_dir(root / "1", args.records, snapshots=not args.log_only)
+            marker.write_text(f"{write_s:.2f}")
         log_bytes = sum(f.stat().st_size for f in (root / "1").rglob("*") if f.is_file())
         runs = []
         for run in range(args.runs):

@@ -424,7 +424,9 @@ def test_restored_partitions_share_equal_values() -> None:
     store = MetadataStore()
     feed(store, [c.encode_command(MetadataCommand(c.register_broker(1, "h", 9092, "PLAINTEXT")))], 1)
     feed(store, [c.encode_command(MetadataCommand(c.create_topic("t", TOPIC_IDS[0])))], 2)
-    entries = [c.encode_command(MetadataCommand(c.create_partition(TOPIC_IDS[0], p, [1]))) for p in range(5)]
+    entries: list[Entry] = [
+        c.encode_command(MetadataCommand(c.create_partition(TOPIC_IDS[0], p, [1]))) for p in range(5)
+    ]
     feed(store, entries, 3)
     parts = restore_store(snapshot_store(store)).state.partitions.of_topic(TOPIC_IDS[0])
     assert len(parts) == 5
