@@ -4,8 +4,11 @@ The REST benchmark shares two cores with the three nodes it measures, so its
 client must cost little per request: httpx spent more CPU per request than the
 server did (64 httpx clients measured 40-62 writes/s where wrk, a C driver,
 measured 420 on the same cluster). This client writes prebuilt request bytes and
-reads one response by its Content-Length; nothing else of HTTP is supported,
-and anything else (chunked bodies, a closed connection) is an error.
+reads one response by its Content-Length (none for 1xx, 204 and 304). When the
+server says ``Connection: close`` (hypercorn does after 1000 requests on one
+connection), the next call opens a new connection. Nothing else of HTTP is
+supported: chunked bodies, a dropped connection or a garbled header are errors
+(``HttpError``).
 """
 
 from __future__ import annotations
@@ -34,28 +37,39 @@ def request_bytes(method: str, path: str, host: str, body: dict[str, Any] | None
 
 
 class Connection:
-    def __init__(self, stream: trio.SocketStream) -> None:
-        self.stream = stream
+    """One keep-alive connection to ``host:port``, reopened when the server closes it politely."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.stream: trio.SocketStream | None = None
         self.buffer = bytearray()
 
     @classmethod
     async def open(cls, host: str, port: int) -> Connection:
-        return cls(await trio.open_tcp_stream(host, port))
+        connection = cls(host, port)
+        connection.stream = await trio.open_tcp_stream(host, port)
+        return connection
 
     async def aclose(self) -> None:
-        await self.stream.aclose()
+        if self.stream is not None:
+            await self.stream.aclose()
+            self.stream = None
+        self.buffer.clear()
 
     async def call(self, request: bytes) -> tuple[int, bytes]:
         """Send ``request`` and return the response's status and body."""
+        if self.stream is None:
+            self.stream = await trio.open_tcp_stream(self.host, self.port)
         await self.stream.send_all(request)
         end = await self._fill_until_header_end()
-        head = bytes(self.buffer[:end])
-        status, length = _parse_head(head)
+        status, length, close = _parse_head(bytes(self.buffer[:end]))
         total = end + len(_HEADER_END) + length
         while len(self.buffer) < total:
             await self._receive()
         body = bytes(self.buffer[end + len(_HEADER_END) : total])
         del self.buffer[:total]
+        if close:
+            await self.aclose()
         return status, body
 
     async def _fill_until_header_end(self) -> int:
@@ -66,25 +80,37 @@ class Connection:
         return end
 
     async def _receive(self) -> None:
+        assert self.stream is not None
         data = await self.stream.receive_some(65536)
         if not data:
             raise HttpError("the server closed the connection")
         self.buffer += data
 
 
-def _parse_head(head: bytes) -> tuple[int, int]:
+_NO_BODY = frozenset({204, 304})
+
+
+def _parse_head(head: bytes) -> tuple[int, int, bool]:
+    """(status, body length, whether the server closes the connection after this response)."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         raise HttpError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-    length = None
+    status = int(parts[1])
+    length, close = None, False
     for line in lines[1:]:
         name, _, value = line.partition(b":")
-        name = name.strip().lower()
+        name, value = name.strip().lower(), value.strip()
         if name == b"content-length":
-            length = int(value.strip())
+            if not value.isdigit():
+                raise HttpError(f"bad Content-Length {value[:40]!r}")
+            length = int(value)
         elif name == b"transfer-encoding":
             raise HttpError("chunked responses are not supported")
+        elif name == b"connection":
+            close = value.lower() == b"close"
+    if status < 200 or status in _NO_BODY:
+        return status, 0, close
     if length is None:
         raise HttpError("response without Content-Length")
-    return int(parts[1]), length
+    return status, length, close
