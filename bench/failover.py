@@ -21,6 +21,7 @@ import argparse
 import json
 import signal
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -131,7 +132,7 @@ def run_setting(
                     elapsed, took = one_trial(cluster)
                 except TimeoutError as exc:  # keep the trials done so far, and say why it stopped
                     error = f"trial {trial} stopped the run: {exc}"
-                    print(error, flush=True)
+                    print(f"\n{error}", file=sys.stderr, flush=True)  # after the progress bar's line
                     break
                 samples.append(elapsed)
                 terms.append(took)

@@ -41,11 +41,11 @@ function card(node) {
       el("div", { class: "track" }, el("div", { class: "fill" }))));
 }
 
-async function pollNode(node) {
+async function pollNode(node, into) {
   try {
-    state.status[node.id] = await getJSON(`${node.httpUrl}/status`, TIMEOUT_MS);
+    into[node.id] = await getJSON(`${node.httpUrl}/status`, TIMEOUT_MS);
   } catch (err) {
-    state.status[node.id] = null;
+    into[node.id] = null;
   }
 }
 
@@ -58,7 +58,8 @@ function findLeader() {
 async function pollLag(leader) {
   state.lag = {};
   if (!leader) return;
-  const url = state.nodes.find((n) => n.id === leader.nodeId).httpUrl;
+  const url = state.nodes.find((n) => n.id === leader.nodeId)?.httpUrl;
+  if (!url) return;
   try {
     const quorum = await getJSON(`${url}/quorum?local=true`, TIMEOUT_MS);
     for (const voter of quorum.voters) state.lag[voter.id] = voter.lag;
@@ -142,7 +143,10 @@ async function pollTables() {
 }
 
 async function tick() {
-  await Promise.all(state.nodes.map(pollNode));
+  // A fresh map of the members polled now: a node removed meanwhile leaves nothing behind.
+  const statuses = {};
+  await Promise.all(state.nodes.map((node) => pollNode(node, statuses)));
+  state.status = statuses;
   state.leader = findLeader();
   await Promise.all([pollLag(state.leader), ...state.nodes.filter((n) => state.status[n.id]).map(pollEvents)]);
   for (const node of state.nodes) renderNode(node, state.leader);
@@ -153,33 +157,35 @@ async function tick() {
 async function loop(step, every) {
   for (;;) {
     const started = Date.now();
-    await step();
+    try { await step(); } catch (err) { console.error(err); } // one bad round must not end the loop
     await new Promise((r) => setTimeout(r, Math.max(0, every - (Date.now() - started))));
   }
 }
 
-// The members of the live configuration, from the node that served the page or, when it is
-// down, from any node that answers; the cards are rebuilt only when the list changes.
+// The members of the live configuration, as the leader sees them (a node removed from the
+// quorum, the one that served this page say, keeps an old view); without a leader, from the
+// node that served the page or any node that answers. Cards are rebuilt only on a change.
 async function refreshMembers() {
-  const sources = new Set([location.origin, ...state.nodes.filter((n) => state.status[n.id]).map((n) => n.httpUrl)]);
+  const leader = state.leader && state.nodes.find((n) => n.id === state.leader.nodeId);
+  const up = state.nodes.filter((n) => state.status[n.id]).map((n) => n.httpUrl);
+  const sources = new Set([...(leader ? [leader.httpUrl] : []), location.origin, ...up]);
   for (const url of sources) {
     try {
-      showMembers(await getJSON(`${url}/cluster`, 2000));
+      showMembers(await getJSON(`${url}/cluster`, 2000), url);
       return true;
     } catch (err) { /* try the next node */ }
   }
   return false;
 }
 
-function showMembers(cluster) {
-  const nodes = cluster.nodes.map((n) => ({ id: n.id, httpUrl: n.httpUrl || location.origin, voter: n.voter }));
+function showMembers(cluster, answeredBy) {
+  // A member whose URL the answering node does not know is reachable only if it is that node.
+  const url = (n) => n.httpUrl || (n.id === cluster.nodeId ? answeredBy : null);
+  const nodes = cluster.nodes.filter(url).map((n) => ({ id: n.id, httpUrl: url(n), voter: n.voter }));
   document.getElementById("cluster-id").textContent = `cluster ${cluster.clusterId}`;
   const key = (list) => list.map((n) => `${n.id}@${n.httpUrl}:${n.voter}`).join(",");
   if (key(nodes) === key(state.nodes)) return;
   state.nodes = nodes;
-  for (const id of Object.keys(state.status)) {
-    if (!nodes.some((n) => String(n.id) === id)) delete state.status[id];
-  }
   document.getElementById("nodes").replaceChildren(...nodes.map(card));
   for (const node of nodes) renderNode(node, state.leader);
 }

@@ -31,6 +31,12 @@ def config(node_id: int, voters: Sequence[int], **overrides: Any) -> Config:
     return Config(node_id=node_id, voters=tuple(voters), **settings)
 
 
+def role_of(core: RaftCore) -> Role:
+    """The core's role now. Read through a call so that a type checker does not carry an
+    earlier ``assert core.role is ...`` across a step that changed it."""
+    return core.role
+
+
 def log_of(*terms: int) -> list[Entry]:
     """A log whose entry at index i (from 1) has term ``terms[i - 1]``; data names index and term."""
     return [Entry(i, t, EntryKind.COMMAND, f"{i}@{t}".encode()) for i, t in enumerate(terms, start=1)]

@@ -16,7 +16,7 @@ from pyraft.core.messages import (
 )
 from pyraft.core.raft import Role
 
-from .helpers import ELECTION, Cluster, Node, config, log_of, of_type
+from .helpers import ELECTION, Cluster, Node, config, log_of, of_type, role_of
 
 
 def ticks_until_campaign(node: Node) -> int:
@@ -129,7 +129,7 @@ def test_candidate_becomes_leader_on_majority() -> None:
     c.deliver_queue(lambda m: isinstance(m, RequestVoteResponse) and m.src == 2)
     assert c[1].role is Role.CANDIDATE  # 2 of 5 is not enough
     c.deliver_queue()
-    assert c[1].role is Role.LEADER
+    assert role_of(c[1]) is Role.LEADER
     assert c[1].leader_id == 1
     out = c.collect([1])
     assert sorted(m.dst for m in of_type(out, AppendEntries)) == [2, 3, 4, 5]
@@ -150,7 +150,7 @@ def test_candidate_steps_down_on_append_from_leader_of_same_term() -> None:
     n.ready()
     assert n.core.role is Role.CANDIDATE and n.core.term == 1
     n.core.step(AppendEntries(2, 1, 1, 0, 0, (), 0))
-    assert n.core.role is Role.FOLLOWER
+    assert role_of(n.core) is Role.FOLLOWER
     assert n.core.leader_id == 2 and n.core.term == 1
     (resp,) = of_type(n.ready(), AppendEntriesResponse)
     assert resp.success

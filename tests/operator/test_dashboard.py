@@ -2,7 +2,8 @@
 
 Loads the page from node 1, checks the leader is marked, creates a topic through
 the API and waits for it in the table, adds a fourth node to the quorum and waits
-for its card (the page follows membership changes), kills the leader and waits for
+for its card, removes it and waits for the card to go (the page follows membership
+changes), kills the leader and waits for
 the page to show it down and another node marked leader. Screenshots are kept as test
 artifacts in ``test-artifacts/`` (and ``--update-screenshot`` is not needed: the
 README's copy under ``docs/`` is refreshed by setting PYRAFT_SCREENSHOT_DOCS=1).
@@ -115,6 +116,10 @@ def test_dashboard_shows_the_quorum_live(live_cluster: LocalCluster) -> None:
             assert answer[0] == 201, answer
             added = '.node[data-node-id="4"][data-member="voter"][data-state="up"]'
             page.wait_for_selector(added, timeout=5000)
+            answer = c.nodes[1].call("DELETE", "/quorum/voters/4", timeout=30)
+            assert answer[0] == 200, answer
+            page.wait_for_selector('.node[data-node-id="4"]', state="detached", timeout=5000)
+            c.kill(4)
 
             leader = shown_leader(page, c)  # elections may have happened meanwhile on a busy machine
             c.kill(leader)
