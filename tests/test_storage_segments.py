@@ -19,7 +19,7 @@ import pytest
 
 from pyraft.core.messages import Entry, HardState
 from pyraft.storage import FileStorage, RecoveryReport, StorageCorrupt, StorageError
-from pyraft.storage.file import last_segment, list_segments, scan_records, segment_path
+from pyraft.storage.file import _ChainScan, last_segment, list_segments, scan_records, segment_path
 from pyraft.storage.snapshot import SnapshotMeta, list_snapshots, snapshot_path, write_snapshot
 
 HEADER = b"PYRAFTLG" + struct.pack("<I", 1)
@@ -271,6 +271,34 @@ def test_stepping_over_records_finds_what_a_full_scan_finds() -> None:
         )
         kept = decode_from - 7 if 7 <= decode_from <= 30 else 0  # past the end: scanned in full
         assert scan.entries == entries[kept:]
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_a_scan_made_for_a_snapshot_load_does_not_choose_is_closed_and_says_nothing(tmp_path: Path) -> None:
+    """Load scans the log for the newest snapshot while that snapshot is being checked (in a thread).
+
+    When the newest is damaged, that scan's files are closed and its errors
+    dropped, and the log is read again from the snapshot load falls back to."""
+    segment = two_snapshots(tmp_path)
+    flip(snapshot_path(tmp_path, 50, 1), 60)
+    before = open_fds()
+    _, entries, _ = reload(tmp_path, segment_bytes=1 << 20)
+    assert entries == make(21, 61) and open_fds() == before
+    scan = _ChainScan(list_segments(tmp_path), 50, fsync=False)
+    assert open_fds() != before
+    scan.discard()
+    assert open_fds() == before
+    flip(segment, record_offset(segment, 55) + 12)  # damage after 50: both scans meet it
+    scan = _ChainScan(list_segments(tmp_path), 50, fsync=False)  # kept, not raised
+    assert open_fds() == before  # a failed scan closed what it opened
+    with pytest.raises(StorageCorrupt, match="not the last"):
+        scan.result()
+    with FileStorage(tmp_path) as s, pytest.raises(StorageCorrupt, match="not the last"):
+        s.load()
+    assert open_fds() == before
 
 
 @pytest.mark.parametrize("delta", [1, -1, 1 << 30])

@@ -64,6 +64,7 @@ import logging
 import os
 import re
 import struct
+import threading
 import zlib
 from array import array
 from collections.abc import Callable, Iterator, Sequence
@@ -798,6 +799,62 @@ def _scan_chain(
     return segments, entries, repair
 
 
+class _SnapshotReader:
+    """``read_snapshot(path)`` in a thread of its own; ``result()`` waits and returns or raises it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._result: tuple[SnapshotMeta, bytes] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._read, name=f"read {path.name}", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            self._result = read_snapshot(self.path)
+        except BaseException as exc:  # handed to the caller of result()
+            self._error = exc
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> tuple[SnapshotMeta, bytes]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+class _ChainScan:
+    """``_scan_chain`` of the segments load reads for a snapshot at ``base``, done at once.
+
+    An error is kept, not raised, until ``result()``: a scan made for a
+    snapshot that load then does not choose must change nothing and say
+    nothing. ``discard()`` closes what an unused scan opened."""
+
+    def __init__(self, segments: list[tuple[int, Path]], base: int, *, fsync: bool) -> None:
+        self.start = _chain_from(segments, base)
+        self._found: tuple[list[_Segment], list[Entry], _TailRepair | None] | None = None
+        self._error: Exception | None = None
+        try:
+            self._found = _scan_chain(segments[self.start :], fsync=fsync, decode_from=base)
+        except Exception as exc:
+            self._error = exc
+
+    def result(self) -> tuple[list[_Segment], list[Entry], _TailRepair | None]:
+        if self._error is not None:
+            raise self._error
+        assert self._found is not None
+        return self._found
+
+    def discard(self) -> None:
+        if self._found is not None:
+            for seg in self._found[0]:
+                seg.close()
+            self._found = None
+
+
 # --------------------------------------------------------------------------- the storage
 
 
@@ -1064,13 +1121,35 @@ class FileStorage:
         return entries, RecoveryReport(len(entries), cut, first_bad, reason, tuple(notes))
 
     def _recover_log(self, notes: list[str]) -> _Recovered:
-        """Pick the snapshot, read the segments after it, and decide; raises before changing anything."""
+        """Pick the snapshot, read the segments after it, and decide; raises before changing anything.
+
+        The newest snapshot file is read and checked in a thread (the read and
+        the CRC of a payload of 100+ MB release the GIL) while this thread
+        scans the log as if that snapshot will be chosen, which it nearly
+        always is. Only once the choice is made is that scan used, or closed
+        and done again from the snapshot actually chosen; an error it met is
+        raised only if it is used. So the outcome is the sequential one."""
         segments = list_segments(self.data_dir)
-        chosen, damaged = self._choose_snapshot(segments, notes)
+        listed = list_snapshots(self.data_dir)
+        newest = _SnapshotReader(listed[-1][2]) if listed else None
+        guess = listed[-1][0] if listed else 0
+        try:
+            scanned = _ChainScan(segments, guess, fsync=self._fsync)
+            try:
+                chosen, damaged = self._choose_snapshot(segments, notes, newest)
+            except BaseException:
+                scanned.discard()
+                raise
+        finally:
+            if newest is not None:
+                newest.join()
         meta = chosen[0] if chosen else None
         base = meta.id if meta else (0, 0)
-        start = _chain_from(segments, base[0])
-        chain, entries, repair = _scan_chain(segments[start:], fsync=self._fsync, decode_from=base[0])
+        if base[0] != guess:
+            scanned.discard()
+            scanned = _ChainScan(segments, base[0], fsync=self._fsync)
+        start = scanned.start
+        chain, entries, repair = scanned.result()
         log = _Log(
             self.data_dir,
             chain,
@@ -1098,14 +1177,16 @@ class FileStorage:
         return _Recovered(log, entries, repair, why)
 
     def _choose_snapshot(
-        self, segments: list[tuple[int, Path]], notes: list[str]
+        self, segments: list[tuple[int, Path]], notes: list[str], newest: _SnapshotReader | None = None
     ) -> tuple[tuple[SnapshotMeta, bytes] | None, list[int]]:
-        """The newest valid snapshot the log connects to, and the indexes of damaged ones skipped."""
+        """The newest valid snapshot the log connects to, and the indexes of damaged ones skipped.
+
+        ``newest`` is the newest file already being read (``_recover_log``)."""
         damaged: list[int] = []
         newest_valid = 0  # of the valid snapshots the log does not connect to
         for index, _term, path in reversed(list_snapshots(self.data_dir)):
             try:
-                meta, data = read_snapshot(path)
+                meta, data = newest.result() if newest and newest.path == path else read_snapshot(path)
             except SnapshotCorrupt as exc:
                 self._skip(notes, f"skipped snapshot {path.name}: {exc.reason}")
                 damaged.append(index)
