@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,6 +8,7 @@ import pytest
 import trio
 
 from pyraft.core.messages import AppendEntries, Entry, Message, TimeoutNow
+from pyraft.localcluster import free_port_pair
 from pyraft.transport.base import ClientHandler
 from pyraft.transport.framed import FramedStream
 from pyraft.transport.tcp import TcpTransport
@@ -22,11 +22,16 @@ HOST = "127.0.0.1"
 MAX_FRAME = 1 << 20
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port below the ephemeral range, never the same twice in this module: one from
+    inside the range can become the source port of a connection the transports open before
+    the node meant to listen there binds it ("address already in use")."""
+    port = free_port_pair(0, avoid=_HANDED_OUT)
+    _HANDED_OUT.add(port)
+    return port
 
 
 def make(node_id: int, ports: dict[int, int], **kwargs: Any) -> TcpTransport:
