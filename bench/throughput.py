@@ -352,7 +352,8 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    paths.append(out_dir / "throughput.png")
+    suffix = "" if results["nodes"] == 3 else f"-{results['nodes']}n"  # a 5-node run keeps the 3-node charts
+    paths.append(out_dir / f"throughput{suffix}.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
@@ -378,7 +379,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> list[Path]:
     axes[0][0].set_ylabel("cumulative %")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    paths.append(out_dir / "latency_cdf.png")
+    paths.append(out_dir / f"latency_cdf{suffix}.png")
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
