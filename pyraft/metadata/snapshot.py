@@ -370,6 +370,8 @@ def _decoded(column: tuple[Any, ...]) -> tuple[Any, ...]:
     if len(column) != 2 or type(column[0]) is not tuple or type(column[1]) is not tuple:
         raise SnapshotFormatError("a coded column must be [distinct values, codes]")
     distinct, codes = column
+    if len(distinct) == 1 and codes.count(0) == len(codes):
+        return distinct * len(codes)  # one value throughout (one rack, one listener name): no lookups
     if codes and min(codes) < 0:
         raise SnapshotFormatError("a coded column has a negative code")
     return tuple(map(distinct.__getitem__, codes))
