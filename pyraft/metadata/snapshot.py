@@ -369,7 +369,8 @@ def _native(cls: type[Record], f: Field, column: tuple[Any, ...]) -> tuple[Any, 
 def _decoded(column: tuple[Any, ...]) -> tuple[Any, ...]:
     if len(column) != 2 or type(column[0]) is not tuple or type(column[1]) is not tuple:
         raise SnapshotFormatError("a coded column must be [distinct values, codes]")
-    distinct, codes = column
+    distinct: tuple[Any, ...] = column[0]
+    codes: tuple[Any, ...] = column[1]
     if len(distinct) == 1 and codes.count(0) == len(codes):
         return distinct * len(codes)  # one value throughout (one rack, one listener name): no lookups
     if codes and min(codes) < 0:
