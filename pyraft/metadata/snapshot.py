@@ -249,7 +249,11 @@ def _section(cls: type[Record], listed: Sequence[Record]) -> list[Any]:
 
 def _coded(values: list[Any]) -> list[list[Any]]:
     """``[distinct values in first-seen order, code per value]``: each repeated value written once."""
-    distinct = list(dict.fromkeys(values))
+    try:
+        distinct = list(dict.fromkeys(values))
+    except TypeError:  # a list where records hold tuples (a record built by hand): coded by its items
+        values = [tuple(v) if isinstance(v, list) else v for v in values]
+        distinct = list(dict.fromkeys(values))
     code = {value: i for i, value in enumerate(distinct)}
     return [distinct, list(map(code.__getitem__, values))]
 

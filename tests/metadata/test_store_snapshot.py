@@ -511,3 +511,15 @@ def test_restore_leaves_the_collector_as_it_was_and_the_restored_state_frozen() 
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+def test_a_replica_list_held_as_a_list_is_written_like_a_tuple() -> None:
+    """Records hold int lists as tuples; one built by hand with a list still snapshots (format 1 did)."""
+    store = MetadataStore()
+    feed(store, [c.encode_command(MetadataCommand(c.create_topic("t", TOPIC_IDS[0])))], 1)
+    by_hand = dataclasses.replace(c.create_partition(TOPIC_IDS[0], 0, [1, 2]), replicas=[1, 2])  # type: ignore[arg-type]
+    store.state.install(by_hand)
+    store.state.install(c.create_partition(TOPIC_IDS[0], 1, [1, 2]))
+    restored = restore_store(snapshot_store(store))
+    parts = restored.state.partitions.of_topic(TOPIC_IDS[0])
+    assert [p.replicas for p in parts] == [(1, 2), (1, 2)] and parts[0].replicas is parts[1].replicas
