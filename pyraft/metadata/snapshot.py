@@ -103,6 +103,7 @@ from pyraft.metadata.records import (
     TopicRecord,
     record_from_wire,
 )
+from pyraft.metadata.sliced_pack import sliced_packb
 from pyraft.metadata.store_state import MetadataState
 from pyraft.metadata.store_tables import PartitionTable
 
@@ -229,7 +230,8 @@ def encode_image(image: Image) -> bytes:
             _section(ProducerIdsRecord, [st.producers[k] for k in sorted(st.producers)]),
         ]
         memory = [image.capacity, list(image.remembered)]
-        packed: bytes = msgpack.packb([FORMAT, image.applied_index, sections, memory], use_bin_type=True)
+        # A slice at a time: one packb over a million records held the GIL for 2.2 s (sliced_pack).
+        packed: bytes = sliced_packb([FORMAT, image.applied_index, sections, memory])
         return packed
 
 
