@@ -44,7 +44,7 @@ from typing import Any
 
 import trio
 
-from bench.common import Progress, RunResult, fmt_range, machine_info, summarize, write_json
+from bench.common import Progress, RunResult, fmt_range, machine_info, settle, summarize, write_json
 from bench.http_load import Connection, HttpError, request_bytes
 from pyraft.localcluster import LocalCluster
 
@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             trio.run(register, everyone[leader], max(args.clients))
             for run in range(args.runs):
                 for target, mix, clients in cells:
+                    settle()
                     r, failed = trio.run(drive, where[target], clients, MIXES[mix], args.seconds, args.warmup)
                     raw[target, mix, clients].append((r, failed))
                     progress.step(f"run {run + 1} {target} {mix} {clients} clients: {r.rate:.0f}/s")

@@ -52,6 +52,7 @@ from bench.common import (
     decode_histogram,
     fmt_range,
     machine_info,
+    settle,
     summarize,
     write_json,
 )
@@ -239,6 +240,7 @@ def run_benchmark(
         for run in range(runs):
             for conc in concs:
                 for system in started:
+                    settle()  # the previous window's background work (snapshots, compactions) ends first
                     r = system.measure(conc, seconds, warmup)
                     raw[system.name][conc].append(r)
                     terms = f", {r.new_terms} new term(s)" if r.new_terms else ""

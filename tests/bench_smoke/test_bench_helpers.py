@@ -1,4 +1,5 @@
-"""The REST benchmark's lean HTTP client against a tiny trio server that splits its writes."""
+"""The benchmarks' own pieces: the lean HTTP client (against a tiny trio server that splits its
+writes), the REST mix, and the fast payload builder."""
 
 from __future__ import annotations
 
@@ -60,3 +61,12 @@ async def test_responses_split_across_reads_and_a_polite_close() -> None:
         nursery.cancel_scope.cancel()
     assert answers == [(200, b"answer 0"), (200, b"answer 1")] * 2
     assert connections == 2
+
+
+def test_the_fast_payload_is_the_record_command() -> None:
+    """bench.common.broker_payload packs the template's wire form directly; it must be byte for
+    byte the RegisterBrokerRecord command the record classes encode."""
+    from bench.common import broker_payload, slow_broker_payload
+
+    for broker_id in (1, 2, 255, 65_536, 10**6, 2**31 - 1):
+        assert broker_payload(broker_id) == slow_broker_payload(broker_id)
