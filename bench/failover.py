@@ -4,10 +4,11 @@
     python -m bench.failover --settings default --trials 20
     python -m bench.failover --settings custom --election-timeout-ms 50 --heartbeat-ms 10 --tick-ms 2
 
-Each trial: wait until a leader is known and every node has applied the commit
-index, SIGKILL the leader, and propose through the survivors until one write is
-acknowledged (a follower forwards it; an unknown outcome is simply retried with
-a fresh write). The killed node is restarted and caught up before the next trial. Each trial also
+Each trial: wait until a leader is known, every node has applied the commit
+index and the machine is quiet, SIGKILL the leader, and propose through the
+survivors until one write is acknowledged (a follower forwards it; an unknown
+outcome is simply retried with a fresh write). The killed node is restarted and
+caught up before the next trial. Each trial also
 records how many terms the election took (more than one means a split vote or a
 failed pre-vote round), which is what the slow outliers are made of.
 
@@ -76,7 +77,10 @@ def max_term(cluster: LocalCluster) -> int:
 
 def one_trial(cluster: LocalCluster) -> tuple[float, int]:
     """Returns the failover time and how many terms the new leader's election took."""
+    from bench.common import settle
+
     cluster.wait_for("a settled cluster", lambda: caught_up(cluster))
+    settle()  # the restarted node's catch-up and start-up work done: the machine is quiet
     leader = cluster.wait_for_leader()
     term_before = max_term(cluster)
     survivors = [("127.0.0.1", n.raft_port) for i, n in cluster.nodes.items() if i != leader]
