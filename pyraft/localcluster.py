@@ -231,6 +231,17 @@ def free_port_block(count: int) -> int:
     return _free_ports(tuple(range(max(count, 1))), set())
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """One free port below the ephemeral range (see ``free_port_block``), never the same twice in
+    this process: for tests that start listeners of their own."""
+    port = free_port_pair(0, avoid=_HANDED_OUT)
+    _HANDED_OUT.add(port)
+    return port
+
+
 def free_port_pair(offset: int, avoid: set[int] | None = None) -> int:
     """A free port ``p`` with ``p + offset`` free too (a node's HTTP and raft ports)."""
     return _free_ports((0, offset), avoid or set())

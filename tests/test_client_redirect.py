@@ -8,25 +8,13 @@ import trio
 
 from pyraft.client import ClientError, RaftClient
 from pyraft.core.messages import Message
-from pyraft.localcluster import free_port_pair
+from pyraft.localcluster import free_port
 from pyraft.transport.tcp import TcpTransport
 from pyraft.wire.client_protocol import ClientRequest, ClientResponse
 
 CLUSTER = "client-test"
 HOST = "127.0.0.1"
 Handler = Callable[[ClientRequest], Awaitable[ClientResponse]]
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port below the ephemeral range, never the same twice in this module: one from
-    inside the range can become the source port of a connection the transports open before
-    the node meant to listen there binds it ("address already in use")."""
-    port = free_port_pair(0, avoid=_HANDED_OUT)
-    _HANDED_OUT.add(port)
-    return port
 
 
 @asynccontextmanager

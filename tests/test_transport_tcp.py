@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from pyraft.core.messages import AppendEntries, Entry, Message, TimeoutNow
-from pyraft.localcluster import free_port_pair
+from pyraft.localcluster import free_port
 from pyraft.transport.base import ClientHandler
 from pyraft.transport.framed import FramedStream
 from pyraft.transport.tcp import TcpTransport
@@ -20,18 +20,6 @@ from pyraft.wire.handshake import PROTOCOL_VERSION, Hello, HelloReply
 CLUSTER = "test-cluster"
 HOST = "127.0.0.1"
 MAX_FRAME = 1 << 20
-
-
-_HANDED_OUT: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port below the ephemeral range, never the same twice in this module: one from
-    inside the range can become the source port of a connection the transports open before
-    the node meant to listen there binds it ("address already in use")."""
-    port = free_port_pair(0, avoid=_HANDED_OUT)
-    _HANDED_OUT.add(port)
-    return port
 
 
 def make(node_id: int, ports: dict[int, int], **kwargs: Any) -> TcpTransport:
