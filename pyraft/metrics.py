@@ -232,6 +232,10 @@ class TimedStorage:
         return self.inner.receive_chunk(last_index, last_term, offset, data, done)
 
     @property
+    def syncs(self) -> bool:
+        return self.inner.syncs
+
+    @property
     def first_index(self) -> int:
         return self.inner.first_index
 

@@ -329,7 +329,7 @@ async def announce_membership(node: RaftNode, settings: NodeSettings) -> None:
     else:
         log.info("node %d is %s", settings.node_id, last)
     while True:
-        await node.progressed.wait()
+        await node.membership_changed.wait()
         now = standing(node.core.membership, settings.node_id)
         if now != last:
             log.info("node %d is now %s", settings.node_id, now)

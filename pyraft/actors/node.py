@@ -139,6 +139,7 @@ class RaftNode:
         )
         self.role_changed = trio.Event()  # replaced on every change; for waiting in tests and shutdown
         self.progressed = trio.Event()  # replaced after every Ready: wake-up for condition waiters
+        self.membership_changed = trio.Event()  # replaced on every change of core.membership
         self._last_role = (self.core.role, self.core.leader_id, self.core.term)
         self._last_membership: tuple[Membership, int | None] | None = None
 
@@ -252,6 +253,9 @@ class RaftNode:
         seen = (self.core.membership, self.core.leader_id)
         if seen == self._last_membership:
             return
+        if self._last_membership is None or self._last_membership[0] != seen[0]:
+            self.membership_changed.set()
+            self.membership_changed = trio.Event()
         self._last_membership = seen
         membership, leader = seen
         listed = membership.addresses().items()

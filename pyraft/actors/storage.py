@@ -3,7 +3,8 @@
 While one batch is being written, new entries queue up and go out together in
 the next write, so the fsync rate stays bounded however fast proposals come.
 The blocking write runs in trio's worker thread (as trio's own file API does)
-so the raft loop keeps sending and receiving while the disk works.
+so the raft loop keeps sending and receiving while the disk works; a write
+that does not fsync (``Storage.syncs``) runs inline, as the hop would cost more.
 
 InstallSnapshot chunks travel through the same queue as entry batches: a
 snapshot that replaces the log must land after every batch handed out before
@@ -39,12 +40,13 @@ class StorageActor:
         self.entries_written = 0
 
     async def save_hard_state(self, hard_state: HardState) -> None:
-        await self.call(self.storage.save_hard_state, hard_state)
+        await self.call(self.storage.save_hard_state, hard_state, blocks=self.storage.syncs)
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run one storage operation, in the worker thread unless storage is in memory."""
+    async def call(self, fn: Callable[..., T], *args: Any, blocks: bool = True) -> T:
+        """Run one storage operation: in the worker thread if it ``blocks`` (reads, fsyncs)
+        and the storage is not in memory, else inline."""
         async with self._lock:
-            if self._offload:
+            if self._offload and blocks:
                 return await trio.to_thread.run_sync(fn, *args)
             result = fn(*args)
             await trio.lowlevel.checkpoint()
@@ -77,7 +79,7 @@ class StorageActor:
                     carry = later
                     break
                 pending = merge(pending, later)
-            await self.call(self.storage.append, pending)
+            await self.call(self.storage.append, pending, blocks=self.storage.syncs)
             self.fsyncs += 1
             self.entries_written += len(pending)
             await inbox.send(Persisted(pending[-1].index, pending[-1].term))

@@ -143,6 +143,15 @@ class Storage(Protocol):
         ...
 
     @property
+    def syncs(self) -> bool:
+        """Whether ``append`` and ``save_hard_state`` wait for the disk (fsync).
+
+        Only then are they worth a worker thread: a write that ends in the page
+        cache (fsync off) or in memory takes less time than the hop to the thread
+        and back, which sits on every replication round's path."""
+        ...
+
+    @property
     def last_index(self) -> int:
         """The last index the storage holds, in the log or, after an install, in the snapshot."""
         ...

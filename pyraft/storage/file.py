@@ -1066,6 +1066,10 @@ class FileStorage:
     # ----------------------------------------------------------------- extras
 
     @property
+    def syncs(self) -> bool:
+        return self._fsync
+
+    @property
     def first_index(self) -> int:
         """The lowest index ``append`` accepts: one after the snapshot."""
         self._check_usable()

@@ -137,6 +137,10 @@ class MemoryStorage:
         self._closed = True
 
     @property
+    def syncs(self) -> bool:
+        return False
+
+    @property
     def first_index(self) -> int:
         self._ensure()
         return self._base_index + 1
