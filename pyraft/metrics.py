@@ -330,6 +330,10 @@ class _InboxTap:
         self.seen(msg)
         await self.inbox.send(msg)
 
+    def send_nowait(self, msg: Message) -> None:
+        self.inbox.send_nowait(msg)  # WouldBlock before anything is seen: send() sees it then
+        self.seen(msg)
+
 
 # --------------------------------------------------------------------------- node
 

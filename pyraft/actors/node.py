@@ -35,6 +35,7 @@ from pyraft.actors.heap import freeze_heap
 from pyraft.actors.snapshots import SnapshotPolicy, Snapshotter
 from pyraft.actors.storage import DiskItem, StorageActor, membership_of
 from pyraft.actors.ticker import run_ticker
+from pyraft.channels import hand_over
 from pyraft.core.config import Config
 from pyraft.core.errors import NotLeader, RaftError, RequestLost
 from pyraft.core.membership import Member, Membership, MembershipError
@@ -240,9 +241,9 @@ class RaftNode:
         self._settle_requests(ready)
         if ready.restore is not None:
             self.snapshotter.installed(ready.restore)
-            await self._to_apply.send(ready.restore)
+            await hand_over(self._to_apply, ready.restore)
         if ready.committed:
-            await self._to_apply.send(ready.committed)
+            await hand_over(self._to_apply, ready.committed)
         self._note_role_change()
         self.progressed.set()
         self.progressed = trio.Event()
@@ -331,7 +332,7 @@ class RaftNode:
         for slot, request_id in enumerate(ids):
             self._requests[request_id] = (request, slot)
         try:
-            await self._inbox_send.send(ProposeManyCmd(tuple(zip(ids, commands, strict=True))))
+            await hand_over(self._inbox_send, ProposeManyCmd(tuple(zip(ids, commands, strict=True))))
             await request.done.wait()
         finally:
             for request_id in ids:
@@ -410,7 +411,7 @@ class RaftNode:
         request = _Request.of(1)
         self._requests[request_id] = (request, 0)
         try:
-            await self._inbox_send.send(make(request_id))
+            await hand_over(self._inbox_send, make(request_id))
             await request.done.wait()
         finally:
             self._requests.pop(request_id, None)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import trio
 
 from pyraft.actors.events import Persisted, SnapshotStored
+from pyraft.channels import hand_over
 from pyraft.core.membership import Membership
 from pyraft.core.messages import Entry, HardState, InstallSnapshot
 from pyraft.storage.base import Storage
@@ -82,7 +83,7 @@ class StorageActor:
             await self.call(self.storage.append, pending, blocks=self.storage.syncs)
             self.fsyncs += 1
             self.entries_written += len(pending)
-            await inbox.send(Persisted(pending[-1].index, pending[-1].term))
+            await hand_over(inbox, Persisted(pending[-1].index, pending[-1].term))
 
     async def _store_chunk(self, chunk: InstallSnapshot) -> SnapshotStored:
         args = (chunk.last_index, chunk.last_term, chunk.offset, chunk.data, chunk.done)

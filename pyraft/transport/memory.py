@@ -15,6 +15,7 @@ from typing import Any
 
 import trio
 
+from pyraft.channels import hand_over
 from pyraft.core.messages import Message
 from pyraft.transport.base import ClientHandler, TransportStats
 from pyraft.transport.tcp import DEFAULT_OUTBOX_SIZE
@@ -196,7 +197,7 @@ class MemoryTransport:
                 self.stats.dropped[dst] += 1
                 continue
             try:
-                await inbox.send(msg)
+                await hand_over(inbox, msg)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self.stats.dropped[dst] += 1
                 continue

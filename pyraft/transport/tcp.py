@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import trio
 
+from pyraft.channels import hand_over
 from pyraft.core.messages import Message
 from pyraft.transport.backoff import Backoff
 from pyraft.transport.base import BatchClientHandler, ClientHandler, TransportStats
@@ -351,7 +352,7 @@ class TcpTransport:
             if msg.dst != self.node_id:
                 raise _Reject("wrong_dst", f"node {peer} sent a message for node {msg.dst}")
             try:
-                await inbox.send(msg)
+                await hand_over(inbox, msg)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return  # the node stopped reading: it is shutting down
             self.stats.received[peer] += 1
