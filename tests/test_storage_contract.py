@@ -269,6 +269,37 @@ def test_invalid_snapshot_is_refused_and_changes_nothing(
     assert s.load()[1] == make(6, 11) and s.snapshot() == first
 
 
+def test_a_prepared_snapshot_is_not_in_effect_until_saved(opened: tuple[Storage, Reopen]) -> None:
+    """prepare_snapshot (the slow half, run beside appends) changes nothing anyone can read."""
+    s, reopen = opened
+    s.append(make(1, 11))
+    prepared = s.prepare_snapshot(meta(6), state(6))
+    assert (prepared.meta.size, prepared.meta.crc32) == (len(state(6)), zlib.crc32(state(6)))
+    s.append(make(11, 13))  # the log goes on while the snapshot is being written
+    assert s.snapshot() is None and (s.first_index, s.last_index) == (1, 12)
+    saved = s.save_prepared_snapshot(prepared)
+    assert saved == prepared.meta and s.read_snapshot() == (saved, state(6))
+    s = reopen(s)
+    assert s.load()[1] == make(7, 13) and s.snapshot() == saved
+
+
+def test_a_prepared_snapshot_at_a_point_passed_meanwhile_is_refused(
+    opened: tuple[Storage, Reopen], tmp_path: Path
+) -> None:
+    """An InstallSnapshot or a newer snapshot can overtake one being written: it is refused
+    as save_snapshot would refuse it, and its staged bytes are dropped."""
+    s, reopen = opened
+    s.append(make(1, 11))
+    prepared = s.prepare_snapshot(meta(5), state(5))
+    newer = s.save_snapshot(meta(8), state(8))
+    with pytest.raises(ValueError, match="outside"):
+        s.save_prepared_snapshot(prepared)
+    assert s.snapshot() == newer
+    assert list((tmp_path / "data").glob(".snapshot-*")) == []  # no staged file left (file storage)
+    s = reopen(s)
+    assert s.snapshot() == newer and s.load()[1] == make(9, 11)
+
+
 def test_snapshot_at_index_zero_before_any_entry(opened: tuple[Storage, Reopen]) -> None:
     """A bootstrap snapshot (KRaft's checkpoint 0-0) only carries the initial quorum configuration."""
     s, reopen = opened

@@ -4,7 +4,7 @@ The Raft core hands its effects to the caller as data (see ``pyraft.core.ready``
 the storage actor makes the hard state, the log and snapshots durable through a
 ``Storage``. Everything here is synchronous so the actor may run it on a worker
 thread. A ``Storage`` serves one caller at a time; it is not safe to share
-between threads.
+between threads, except ``prepare_snapshot``, which may run beside any call.
 
 The checks in this module are shared by every implementation so that the
 in-memory twin used by actor tests fails exactly where the file storage does.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pyraft.core.messages import Entry, EntryKind, HardState
 
@@ -72,6 +72,17 @@ class RecoveryReport:
         return self.truncated_bytes > 0 or self.reason is not None
 
 
+@dataclass(frozen=True)
+class PreparedSnapshot:
+    """A snapshot whose bytes are durable but not yet in effect (``Storage.prepare_snapshot``).
+
+    ``meta`` has its size and CRC filled in; ``staged`` is where the backend
+    keeps the bytes until ``save_prepared_snapshot`` (a temp file, a buffer)."""
+
+    meta: SnapshotMeta
+    staged: Any
+
+
 @runtime_checkable
 class Storage(Protocol):
     """Durable home of a node's ``HardState``, log and snapshots.
@@ -116,7 +127,23 @@ class Storage(Protocol):
         (or the current snapshot) to hold (``meta.last_index``, ``meta.last_term``).
         Compaction lags one snapshot: the log keeps everything after the
         previous snapshot, which is kept too, so a damaged newest snapshot
-        still leaves a snapshot the log connects to."""
+        still leaves a snapshot the log connects to.
+
+        The same as ``save_prepared_snapshot(prepare_snapshot(meta, data))``."""
+        ...
+
+    def prepare_snapshot(self, meta: SnapshotMeta, data: bytes) -> PreparedSnapshot:
+        """The slow half of ``save_snapshot``: make the bytes durable where nothing reads them yet.
+
+        The one call that may run while another call is in progress (in another
+        thread): it touches nothing the others use. Writing and syncing a big
+        snapshot takes seconds at a million records; holding every append back
+        for that long stalled the quorum whenever its nodes snapshotted together."""
+        ...
+
+    def save_prepared_snapshot(self, prepared: PreparedSnapshot) -> SnapshotMeta:
+        """The quick half: check the point as ``save_snapshot`` does, put the snapshot in
+        effect and compact the log. A refused snapshot's staged bytes are dropped."""
         ...
 
     def read_snapshot_chunk(

@@ -79,6 +79,7 @@ import msgpack
 from pyraft.core.messages import Entry, EntryKind, HardState
 from pyraft.storage.base import (
     MAX_RECORD_BYTES,
+    PreparedSnapshot,
     RecoveryReport,
     StorageClosed,
     StorageCorrupt,
@@ -98,11 +99,12 @@ from pyraft.storage.snapshot import (
     check_chunk_request,
     delete_snapshots_except,
     list_snapshots,
+    publish_snapshot,
     read_chunk,
     read_snapshot,
     remove_temp_files,
     snapshot_path,
-    write_snapshot,
+    stage_snapshot,
 )
 
 logger = logging.getLogger("pyraft.storage")
@@ -997,18 +999,37 @@ class FileStorage:
         The snapshot file is durable before the log shrinks. Returns ``meta``
         with the payload's size and CRC filled in."""
         self._check_usable()
+        self._check_snapshot_point(meta)  # before writing a file that would be refused
+        return self.save_prepared_snapshot(self.prepare_snapshot(meta, data))
+
+    def prepare_snapshot(self, meta: SnapshotMeta, data: bytes) -> PreparedSnapshot:
+        """Writes and syncs the file under a temp name; reads and changes no log state."""
+        self._check_usable()
+        written, tmp = self._guarded(lambda: stage_snapshot(self.data_dir, meta, data, fsync=self._fsync))
+        return PreparedSnapshot(written, tmp)
+
+    def save_prepared_snapshot(self, prepared: PreparedSnapshot) -> SnapshotMeta:
+        tmp: Path = prepared.staged
+        try:
+            self._check_usable()
+            self._check_snapshot_point(prepared.meta)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        written = prepared.meta
+        self._guarded(lambda: publish_snapshot(self.data_dir, written, tmp, fsync=self._fsync))
+        self._guarded(lambda: self._adopt(written, log_follows=True))
+        return written
+
+    def _check_snapshot_point(self, meta: SnapshotMeta) -> None:
         log = self._ensure_log()
-        snapshot_index = self._snapshot.last_index if self._snapshot else 0
         check_snapshot_point(
             meta.last_index,
             meta.last_term,
-            snapshot_index,
+            self._snapshot.last_index if self._snapshot else 0,
             log.last_index,
             lambda i: self._guarded(lambda: log.term_at(i)),
         )
-        written = self._guarded(lambda: write_snapshot(self.data_dir, meta, data, fsync=self._fsync))
-        self._guarded(lambda: self._adopt(written, log_follows=True))
-        return written
 
     def read_snapshot_chunk(
         self, last_index: int, last_term: int, offset: int, size: int

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from pyraft.core.messages import Entry, HardState
 from pyraft.storage.base import (
+    PreparedSnapshot,
     RecoveryReport,
     StorageClosed,
     StorageCorrupt,
@@ -98,13 +99,26 @@ class MemoryStorage:
 
     def save_snapshot(self, meta: SnapshotMeta, data: bytes) -> SnapshotMeta:
         self._ensure()
+        self._check_snapshot_point(meta)
+        return self.save_prepared_snapshot(self.prepare_snapshot(meta, data))
+
+    def prepare_snapshot(self, meta: SnapshotMeta, data: bytes) -> PreparedSnapshot:
+        self._ensure()
+        meta, file = encode_snapshot(meta, data)
+        return PreparedSnapshot(meta, file)
+
+    def save_prepared_snapshot(self, prepared: PreparedSnapshot) -> SnapshotMeta:
+        self._ensure()
+        meta = prepared.meta
+        self._check_snapshot_point(meta)
+        self._files[meta.id] = prepared.staged
+        self._adopt(meta, log_follows=True)
+        return meta
+
+    def _check_snapshot_point(self, meta: SnapshotMeta) -> None:
         check_snapshot_point(
             meta.last_index, meta.last_term, self._base_index, self.last_index, self._term_at
         )
-        meta, file = encode_snapshot(meta, data)
-        self._files[meta.id] = file
-        self._adopt(meta, log_follows=True)
-        return meta
 
     def read_snapshot_chunk(
         self, last_index: int, last_term: int, offset: int, size: int

@@ -279,10 +279,19 @@ def write_snapshot(
 
     ``meta.size``/``meta.crc32`` are computed here (pass 0). Once this returns
     the file is in place and its name durable; older snapshots are untouched."""
-    directory = Path(data_dir)
+    meta, tmp = stage_snapshot(data_dir, meta, data, fsync=fsync)
+    publish_snapshot(data_dir, meta, tmp, fsync=fsync)
+    return meta
+
+
+def stage_snapshot(
+    data_dir: Path | str, meta: SnapshotMeta, data: bytes, *, fsync: bool = True
+) -> tuple[SnapshotMeta, Path]:
+    """The slow half of ``write_snapshot``: the whole file, durable, under a temp name no reader
+    looks at (startup removes it if we crash). Returns the completed meta and that name."""
     meta = with_payload(meta, data)
     header = encode_header(meta)
-    tmp = directory / f".snapshot-{meta.last_index:020d}-{meta.last_term:020d}.tmp"
+    tmp = Path(data_dir) / f".snapshot-{meta.last_index:020d}-{meta.last_term:020d}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         _write_all(fd, header)
@@ -294,8 +303,12 @@ def write_snapshot(
         tmp.unlink(missing_ok=True)
         raise
     os.close(fd)
-    _rename_into_place(tmp, snapshot_path(directory, meta.last_index, meta.last_term), fsync=fsync)
-    return meta
+    return meta, tmp
+
+
+def publish_snapshot(data_dir: Path | str, meta: SnapshotMeta, tmp: Path, *, fsync: bool = True) -> None:
+    """The quick half: rename a staged file into place and make its name durable."""
+    _rename_into_place(tmp, snapshot_path(Path(data_dir), meta.last_index, meta.last_term), fsync=fsync)
 
 
 def _rename_into_place(tmp: Path, final: Path, *, fsync: bool) -> None:

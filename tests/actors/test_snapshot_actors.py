@@ -6,11 +6,19 @@ with a snapshot every few entries and tiny chunks so transfers take many rounds.
 
 from __future__ import annotations
 
+import random
+import threading
+
 import trio
 
 from pyraft.actors.node import RaftNode
 from pyraft.actors.snapshots import SnapshotPolicy
-from pyraft.statemachine import set_command
+from pyraft.core.raft import Role
+from pyraft.statemachine import KVStore, set_command
+from pyraft.storage.base import PreparedSnapshot
+from pyraft.storage.memory import MemoryStorage
+from pyraft.storage.snapshot import SnapshotMeta
+from pyraft.transport.memory import MemoryNetwork, MemoryTransport
 
 from .test_node_actors import cluster, value_of, wait_until
 
@@ -76,3 +84,47 @@ async def test_restart_loads_the_snapshot_then_replays_the_tail(autojump_clock: 
         assert value_of(restarted, "k0") == b"0"
         await wait_until(lambda: restarted.applier.applied_index >= last)
         assert value_of(restarted, f"k{3 * EVERY + 6}") == str(3 * EVERY + 6).encode()
+
+
+class _SlowSnapshotStorage(MemoryStorage):
+    """Writing a snapshot's bytes blocks (in the worker thread) until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.finish = threading.Event()
+
+    def prepare_snapshot(self, meta: SnapshotMeta, data: bytes) -> PreparedSnapshot:
+        self.writing.set()
+        if not self.finish.wait(timeout=30):
+            raise RuntimeError("the test never let the snapshot write finish")
+        return super().prepare_snapshot(meta, data)
+
+
+async def test_writes_commit_while_a_snapshot_is_being_written() -> None:
+    """A snapshot's write and fsync run beside the log's appends, not ahead of them: at a million
+    records it takes seconds, and every node snapshots at about the same index."""
+    storage = _SlowSnapshotStorage()
+    node = RaftNode(
+        1,
+        (1,),
+        storage,
+        MemoryTransport(MemoryNetwork(), 1),
+        KVStore(),
+        rng=random.Random(1),
+        offload_io=True,  # real worker threads, as in a running node
+        snapshots=SnapshotPolicy(entries=5),
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            await wait_until(lambda: node.core.role is Role.LEADER)
+            await write(node, 0, 5)
+            await trio.to_thread.run_sync(storage.writing.wait)  # the snapshot is being written
+            last = await write(node, 5, 20)  # durable and applied meanwhile
+            assert node.snapshotter.taken == 0 and storage.snapshot() is None
+            storage.finish.set()
+            await wait_until(lambda: node.snapshotter.taken >= 1)
+            snapshot = storage.snapshot()
+            assert snapshot is not None and 5 <= snapshot.last_index <= last
+            nursery.cancel_scope.cancel()
