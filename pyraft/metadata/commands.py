@@ -112,14 +112,22 @@ def encode_command(cmd: MetadataCommand) -> bytes:
 
 def decode_command(data: bytes) -> MetadataCommand:
     """Parse a log entry's data; raises RecordError for anything but a well-formed command."""
+    record, key = decode_command_parts(data)
+    return MetadataCommand(record, key)
+
+
+def decode_command_parts(data: bytes) -> tuple[Record, str | None]:
+    """``decode_command`` as ``(record, idempotency key)``: the store's apply path, which
+    has no use for the MetadataCommand (a frozen dataclass costs ~1 us to build)."""
     wire = _unpack(data, "command")
     if not isinstance(wire, list) or len(wire) != 3:
         raise RecordError("a command must be a list [format, record, idempotencyKey]")
-    if type(wire[0]) is not int or wire[0] != COMMAND_FORMAT:
-        raise RecordError(f"command format {wire[0]!r} is not supported (only {COMMAND_FORMAT})")
-    if wire[2] is not None and not isinstance(wire[2], str):
-        raise RecordError(f"idempotency key must be a string or nil, got {wire[2]!r}")
-    return MetadataCommand(record_from_wire(wire[1]), wire[2])
+    form, record, key = wire
+    if type(form) is not int or form != COMMAND_FORMAT:
+        raise RecordError(f"command format {form!r} is not supported (only {COMMAND_FORMAT})")
+    if key is not None and not isinstance(key, str):
+        raise RecordError(f"idempotency key must be a string or nil, got {key!r}")
+    return record_from_wire(record), key
 
 
 def encode_outcome(outcome: Outcome) -> bytes:

@@ -39,11 +39,12 @@ from pyraft.metadata.fields import (
     Converter,
     Field,
     RecordError,
+    fast_constructor,
     is_uuid,
     needs_conversion,
-    to_json_value,
     to_wire_value,
 )
+from pyraft.metadata.record_fastpath import field_replacer, json_view, wire_decoder
 
 __all__ = [
     "RECORD_TYPES",
@@ -69,7 +70,9 @@ __all__ = [
     "is_uuid",
     "record_from_json",
     "record_from_wire",
+    "record_from_wire_checked",
     "replaced",
+    "replacer",
 ]
 
 R = TypeVar("R", bound="Record")
@@ -327,7 +330,23 @@ def decode_record(data: bytes) -> Record:
 
 
 def record_from_wire(wire: object) -> Record:
-    """Build a record from its decoded msgpack list, checking apiKey, version, arity and types."""
+    """Build a record from its decoded msgpack list, checking apiKey, version, arity and types.
+
+    A well-formed list takes its class's generated decoder (record_fastpath says why);
+    that decoder, and anything else, falls back to ``record_from_wire_checked``."""
+    if type(wire) is list and len(wire) >= 2:
+        api_key = wire[0]
+        if type(api_key) is int:
+            codec = _CODECS_BY_KEY.get(api_key)
+            if codec is not None:
+                record: Record = codec.decode(wire)
+                return record
+    return record_from_wire_checked(wire)
+
+
+def record_from_wire_checked(wire: object) -> Record:
+    """``record_from_wire`` field by field through the converters, which name what is wrong:
+    the reference the fast path must agree with, and what explains every rejection."""
     if not isinstance(wire, list) or len(wire) < 2:
         raise RecordError("a record must be a list [apiKey, version, field...]")
     codec = _codec(wire[0])
@@ -354,12 +373,16 @@ def record_from_json(api_key: int, body: Mapping[str, Any]) -> Record:
 
 def replaced(record: R, **changes: Any) -> R:
     """``dataclasses.replace`` for records at a fraction of its cost (it rebuilds keyword arguments
-    from the dataclass fields on every call); the apply path makes a changed record per command."""
-    codec = _CODECS[type(record)]
-    values = list(codec.values(record))
-    for attr, value in changes.items():
-        values[codec.positions[attr]] = value
-    return type(record)(*values)
+    from the dataclass fields on every call); the apply path makes a changed record per command.
+    Hot call sites take ``replacer(cls)`` once instead, which skips the ``**changes`` dict."""
+    made: R = _CODECS[type(record)].replace(record, **changes)
+    return made
+
+
+def replacer(cls: type[R]) -> Callable[..., R]:
+    """``replaced`` for records of ``cls`` only: ``replacer(cls)(record, field=value, ...)``."""
+    replace: Callable[..., R] = _CODECS[cls].replace
+    return replace
 
 
 def _codec(api_key: object) -> _Codec:
@@ -386,10 +409,13 @@ class _Codec:
             (JSON_CONVERTERS[f.kind], f"{cls.NAME}.{f.json}") for f in fields
         )
         attrs = [f.attr for f in fields]
-        self.positions = {attr: i for i, attr in enumerate(attrs)}
         self.values: Callable[[Record], tuple[Any, ...]] = (
             attrgetter(*attrs) if len(attrs) > 1 else lambda r: tuple(getattr(r, a) for a in attrs)
         )
+        self.make: Callable[..., Any] = fast_constructor(cls)  # cls(*values), minus the frozen __init__
+        self.decode: Callable[[list[Any]], Record] = wire_decoder(cls, self.make, record_from_wire_checked)
+        self.to_json: Callable[[Record], dict[str, Any]] = json_view(cls)
+        self.replace: Callable[..., Any] = field_replacer(cls, self.make)  # replaced(), for cls
         self._converted = tuple((i, f.kind) for i, f in enumerate(fields) if needs_conversion(f.kind))
         self._head = [cls.API_KEY, cls.VERSION]
 
@@ -398,13 +424,6 @@ class _Codec:
         for i, kind in self._converted:
             values[i + 2] = to_wire_value(kind, values[i + 2])
         return values
-
-    def to_json(self, record: Record) -> dict[str, Any]:
-        view = dict(zip(self.names, self.values(record), strict=True))
-        for i, kind in self._converted:
-            name = self.names[i]
-            view[name] = to_json_value(kind, view[name])
-        return view
 
 
 _CODECS: dict[type[Record], _Codec] = {cls: _Codec(cls) for cls in RECORD_TYPES.values()}

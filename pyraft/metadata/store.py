@@ -33,7 +33,7 @@ from pyraft.metadata.commands import (
     INVALID,
     MetadataCommand,
     Outcome,
-    decode_command,
+    decode_command_parts,
     decode_outcome,
     encode_outcome,
     pack_outcome,
@@ -78,10 +78,10 @@ class MetadataStore:
         committed entry must apply the same way everywhere and never stop the applier."""
         self.applied_index = index
         try:
-            cmd = decode_command(command)
+            record, key = decode_command_parts(command)
         except RecordError as exc:
             return encode_outcome(Outcome(INVALID, {}, index, str(exc)))
-        return self._apply_remembered(index, cmd)
+        return self._apply_remembered(index, record, key)
 
     def apply_noop(self, index: int) -> None:
         """A leader's no-op: logged as a NoOpRecord at ``index``, no state change."""
@@ -109,7 +109,7 @@ class MetadataStore:
     def apply_command(self, index: int, command: MetadataCommand) -> Outcome:
         """``apply`` without the byte codec (tests, in-process use)."""
         self.applied_index = index
-        return decode_outcome(self._apply_remembered(index, command))
+        return decode_outcome(self._apply_remembered(index, command.record, command.idempotency_key))
 
     def replay_record(self, offset: int, record: Record) -> None:
         """Install an already-effective record (from ``fetch``) without validation, as a KRaft broker does."""
@@ -195,41 +195,33 @@ class MetadataStore:
         """The idempotency memory oldest first (the eviction order)."""
         return self._memory.items()
 
-    def _apply_remembered(self, index: int, cmd: MetadataCommand) -> bytes:
+    def _apply_remembered(self, index: int, record: Record, key: str | None) -> bytes:
         """Thesis 6.3: a key seen before gets its first outcome back and changes nothing."""
-        key = cmd.idempotency_key
         if key is not None:
             remembered = self._memory.get(key)
             if remembered is not None:
                 return remembered
-        result = self._decide_and_install(index, cmd.record)
+        result = self._decide_and_install(index, record)
         if key is not None:
             self._memory.remember(key, result)
         return result
 
     def _decide_and_install(self, index: int, record: Record) -> bytes:
         """The encoded Outcome of ``record`` at ``index``, after installing what it changes."""
-        decision = decide(self.state, index, record)
-        body = decision.body
-        if decision.record is not None:
-            self.state.install(decision.record)
-            self._append(index, decision.record)
+        status, effective, body, message = decide(self.state, index, record)
+        if effective is not None:
+            self.state.install(effective)
+            self._append(index, effective)
             if body is None:
-                body = self._view_after(decision.record)
-        return pack_outcome(decision.status, body or {}, index, decision.message)
+                body = self._view_after(effective)
+        return pack_outcome(status, body or {}, index, message)
 
     def _view_after(self, record: Record) -> dict[str, Any]:
-        """The JSON view of what ``record`` created or changed, read from the new state."""
-        st = self.state
-        if isinstance(record, RegisterBrokerRecord | BrokerRegistrationChangeRecord):
-            return st.broker_view(st.brokers[record.broker_id])
-        if isinstance(record, TopicRecord):
-            return st.topic_view(record)
-        if isinstance(record, PartitionRecord | PartitionChangeRecord):
-            return st.partition_view(st.partitions[(record.topic_id, record.partition_id)])
-        if isinstance(record, ProducerIdsRecord):
-            return st.producer_view(record)
-        return record.to_json()
+        """The JSON view of what ``record`` created or changed, read from the new state.
+
+        A lookup by type, not a chain of isinstance tests (each ``A | B`` built a union per call)."""
+        view = _VIEWS_AFTER.get(type(record))
+        return record.to_json() if view is None else view(self.state, record)
 
     def _append(self, offset: int, record: Record) -> None:
         last = self._log_offsets[-1] if self._log_offsets else self._snapshot_end
@@ -373,6 +365,25 @@ def replay_snapshot(records: Iterable[Mapping[str, Any]], end_offset: int) -> Me
     store = MetadataStore()
     store.load_snapshot(parsed, end_offset)
     return store
+
+
+def _broker_after(state: MetadataState, record: Any) -> dict[str, Any]:
+    return state.broker_view(state.brokers[record.broker_id])
+
+
+def _partition_after(state: MetadataState, record: Any) -> dict[str, Any]:
+    return state.partition_view(state.partitions[(record.topic_id, record.partition_id)])
+
+
+_VIEWS_AFTER: dict[type[Record], Callable[[MetadataState, Any], dict[str, Any]]] = {
+    RegisterBrokerRecord: _broker_after,
+    BrokerRegistrationChangeRecord: _broker_after,
+    TopicRecord: MetadataState.topic_view,
+    PartitionRecord: _partition_after,
+    PartitionChangeRecord: _partition_after,
+    ProducerIdsRecord: lambda state, record: state.producer_view(record),
+}
+"""MetadataStore._view_after per record type; the others answer with the record itself."""
 
 
 def _fetched(offset: int, record: Record) -> dict[str, Any]:

@@ -24,13 +24,16 @@ from pyraft.metadata.records import (
     RemoveTopicRecord,
     TopicRecord,
     UnregisterBrokerRecord,
-    replaced,
+    replacer,
 )
 from pyraft.metadata.store_tables import PartitionKey, PartitionTable
 
 __all__ = ["MetadataState", "PartitionKey", "ProducerKey", "broker_status", "changed_partition"]
 
 ProducerKey = tuple[int, int]  # (brokerId, producerId)
+
+_replace_broker = replacer(RegisterBrokerRecord)
+_replace_partition = replacer(PartitionRecord)
 
 
 @dataclass(slots=True)
@@ -68,12 +71,15 @@ class MetadataState:
     def broker_view(self, broker: RegisterBrokerRecord) -> dict[str, Any]:
         """The registration plus ``internal_uuid`` (= incarnationId), ``status`` and the original's fields."""
         view = broker.to_json()
-        first = broker.end_points[0] if broker.end_points else None
         view["internal_uuid"] = broker.incarnation_id
         view["status"] = broker_status(broker)
-        view["brokerHost"] = first.host if first else None
-        view["brokerPort"] = first.port if first else None
-        view["securityProtocol"] = SECURITY_PROTOCOL_NAMES.get(first.security_protocol) if first else None
+        if broker.end_points:  # one test, not one per key: this view is in every broker write's answer
+            first = broker.end_points[0]
+            view["brokerHost"] = first.host
+            view["brokerPort"] = first.port
+            view["securityProtocol"] = SECURITY_PROTOCOL_NAMES.get(first.security_protocol)
+        else:
+            view.update(brokerHost=None, brokerPort=None, securityProtocol=None)
         view["rackId"] = broker.rack
         return view
 
@@ -112,7 +118,7 @@ def broker_status(broker: RegisterBrokerRecord) -> str:
 def changed_partition(old: PartitionRecord, change: PartitionChangeRecord) -> PartitionRecord:
     """The partition after ``change``: partitionEpoch always +1, leaderEpoch +1 when the leader changes."""
     leader = old.leader if change.leader == -2 else change.leader
-    return replaced(
+    return _replace_partition(
         old,
         isr=old.isr if change.isr is None else change.isr,
         leader=leader,
@@ -141,7 +147,7 @@ def _broker_change(state: MetadataState, rec: Record) -> None:
     old = state.brokers[rec.broker_id]
     fenced = old.fenced if rec.fenced == 0 else rec.fenced == 1
     shutdown = old.in_controlled_shutdown or rec.in_controlled_shutdown == 1
-    state.brokers[rec.broker_id] = replaced(old, fenced=fenced, in_controlled_shutdown=shutdown)
+    state.brokers[rec.broker_id] = _replace_broker(old, fenced=fenced, in_controlled_shutdown=shutdown)
 
 
 def _topic(state: MetadataState, rec: Record) -> None:

@@ -203,14 +203,15 @@ class IdempotencyMemory:
 
     def remember(self, key: str, outcome: bytes) -> None:
         """Remember a key's first outcome; a key is remembered once (a repeat is answered, not stored)."""
-        if key in self._outcomes:
+        outcomes, chunks = self._outcomes, self._chunks  # locals: this runs for every keyed command
+        if key in outcomes:
             raise ValueError(f"idempotency key {key!r} is already remembered")
-        if self._sealed or not self._chunks or len(self._chunks[-1]) >= CHUNK:
-            self._chunks.append([])
+        if self._sealed or not chunks or len(chunks[-1]) >= CHUNK:
+            chunks.append([])
             self._sealed = False
-        self._chunks[-1].append((key, outcome))
-        self._outcomes[key] = outcome
-        while len(self._outcomes) > self.capacity:
+        chunks[-1].append((key, outcome))
+        outcomes[key] = outcome
+        while len(outcomes) > self.capacity:
             self._forget_oldest()
 
     def _forget_oldest(self) -> None:
