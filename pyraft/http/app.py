@@ -13,6 +13,7 @@ open so the dashboard served by one node can poll the others.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 
 from starlette.applications import Starlette
@@ -22,6 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 import pyraft
 from pyraft.actors.node import RaftNode
@@ -59,9 +61,30 @@ def build_app(
     cors = Middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST", "DELETE"])
     return Starlette(
         routes=routes,
-        middleware=[cors],
+        middleware=[cors, Middleware(ControlCharacterGuard)],
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
     )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ControlCharacterGuard:
+    """Answers 404 to a path holding a control character, before any route sees it.
+
+    Starlette matches routes with ``$``, which also matches before a final newline:
+    ``GET /get_topic/%0A`` (a topic named "\\n") was served by ``/get_topic/`` and
+    answered with every topic. No name or id this API serves can hold one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _CONTROL.search(scope["path"]):
+            response = error_response(404, "not_found", "no resource has a control character in its path")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _timed(op: Operation, metrics: NodeMetrics) -> Handler:

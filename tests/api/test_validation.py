@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import trio
 
-from .harness import BROKER, api_cluster, post
+from .harness import BROKER, api_cluster, post, topic
 
 UUID = "0b5e2c9e-8f1d-4f7a-9c35-0123456789ab"
 PARTITION = {"partitionId": 0, "topicUUID": UUID, "replicas": [1]}
@@ -126,3 +126,26 @@ async def test_unknown_paths_and_methods_answer_json(autojump_clock: trio.abc.Cl
         wrong = await leader.http.put("/register_topic/", json={"name": "t"})
         assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
         assert "POST" in wrong.headers["allow"]
+
+
+CONTROL_CHARACTER_PATHS = [
+    ("GET", "/get_topic/%0A"),  # was answered by /get_topic/ with every topic (Starlette's "$")
+    ("GET", "/get_broker/%0A"),
+    ("GET", "/get_partition/%0A"),
+    ("GET", "/events%0A"),
+    ("GET", "/get_topic/a%00b"),
+    ("DELETE", "/delete_topic/%7F"),
+    ("POST", "/register_topic/%0D%0A"),
+]
+
+
+async def test_a_path_with_a_control_character_is_404(autojump_clock: trio.abc.Clock) -> None:
+    async with api_cluster() as c:
+        leader = await c.wait_ready()
+        await topic(leader, "t")
+        for method, path in CONTROL_CHARACTER_PATHS:
+            response = await leader.http.request(method, path, headers={"Origin": "http://elsewhere"})
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json()["error"] == "not_found"
+            assert response.headers["access-control-allow-origin"] == "*"
+        assert [t["name"] for t in (await leader.http.get("/get_topic/")).json()["topics"]] == ["t"]
