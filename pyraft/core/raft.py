@@ -415,8 +415,14 @@ class RaftCore:
         self._election_elapsed += 1  # runs for learners too: their leader lease must expire
         if self._installing is not None or not self._may_campaign():
             return  # a node rewriting its log, or a learner, must not campaign
-        if self._election_elapsed >= self._randomized_timeout:
+        if self._election_elapsed >= self._randomized_timeout or self._sole_voter():
             self._campaign()
+
+    def _sole_voter(self) -> bool:
+        """The only voter has no one to wait for or split a vote with, so it campaigns at its first
+        tick (as KRaft's QuorumState does at startup) instead of sitting out a whole timeout:
+        a restarted single-node quorum serves 150-300 ms sooner."""
+        return not self._voter_peers and self.node_id in self._voters
 
     def _reset_election_timer(self) -> None:
         self._election_elapsed = 0

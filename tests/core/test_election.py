@@ -264,6 +264,29 @@ def test_deposed_leader_steps_down_on_stale_answer() -> None:
     assert c[1].leader_id == new
 
 
+def test_the_only_voter_campaigns_at_its_first_tick() -> None:
+    """No one to wait for or to split a vote with: a restarted single-node quorum serves at once."""
+    n = Node.create(config(1, (1,)), HardState(3, 1), log_of(1, 3))
+    n.core.tick()
+    assert n.core.role is Role.LEADER and n.core.term == 4
+
+
+def test_a_voter_with_peers_still_waits_out_its_timeout() -> None:
+    n = Node.create(config(1, (1, 2, 3)))
+    n.core.tick()
+    assert n.core.role is Role.FOLLOWER
+    ticks_until_campaign(n)
+    assert n.core.role is not Role.FOLLOWER
+
+
+def test_a_node_outside_the_quorum_never_campaigns() -> None:
+    """Only the one voter of the configuration in effect campaigns at once."""
+    n = Node.create(config(2, (1,)))  # node 2 is outside the bootstrap quorum {1}: an observer
+    for _ in range(5 * ELECTION):
+        n.core.tick()
+    assert n.core.role is Role.FOLLOWER
+
+
 def test_single_node_elects_itself_and_commits_after_persisted() -> None:
     n = Node.create(config(1, (1,)))
     ticks_until_campaign(n)
