@@ -136,9 +136,10 @@ class Storage(Protocol):
         """The slow half of ``save_snapshot``: make the bytes durable where nothing reads them yet.
 
         The one call that may run while another call is in progress (in another
-        thread): it touches nothing the others use. Writing and syncing a big
-        snapshot takes seconds at a million records; holding every append back
-        for that long stalled the quorum whenever its nodes snapshotted together."""
+        thread): it touches nothing the others use. Writing and syncing a snapshot
+        takes 0.3 s for 55 MB (100,000 brokers) on this project's machine when
+        nothing else writes, longer when every node writes its own at once, as they
+        do; holding every append back meanwhile stalled the quorum (fsync on)."""
         ...
 
     def save_prepared_snapshot(self, prepared: PreparedSnapshot) -> SnapshotMeta:
