@@ -23,7 +23,10 @@ async def hand_over(channel: SendSide[T_contra], item: T_contra) -> None:
     room. On the replication path every message, Persisted notice and committed
     batch went through one such extra pass (~15 us each on this project's
     2-core machine, several per round on every node), although the task that
-    sent it was about to wait on its next input anyway, which yields."""
+    sent it was about to wait on its next input anyway, which yields.
+
+    Unlike ``send`` it queues even when the caller's scope is already cancelled:
+    a caller must treat anything it handed over as possibly delivered."""
     try:
         channel.send_nowait(item)
     except trio.WouldBlock:

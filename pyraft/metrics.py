@@ -327,7 +327,8 @@ class ObservedTransport:
 
 
 class _InboxTap:
-    """Looks at each message on its way into the raft loop's inbox (transports only ``send``)."""
+    """Looks at each message on its way into the raft loop's inbox (transports only ``hand_over``
+    to it, which calls ``send_nowait`` and, when the inbox is full, ``send``)."""
 
     def __init__(self, inbox: trio.MemorySendChannel[Message], seen: Callable[[Message], None]) -> None:
         self.inbox = inbox

@@ -419,10 +419,14 @@ class RaftCore:
             self._campaign()
 
     def _sole_voter(self) -> bool:
-        """The only voter has no one to wait for or split a vote with, so it campaigns at its first
-        tick (as KRaft's QuorumState does at startup) instead of sitting out a whole timeout:
-        a restarted single-node quorum serves 150-300 ms sooner."""
-        return not self._voter_peers and self.node_id in self._voters
+        """The only voter, with no leader known, has no one to wait for or split a vote with, so it
+        campaigns at its first tick (as KRaft's QuorumState does at startup) instead of sitting out
+        a whole timeout: a restarted single-node quorum serves 150-300 ms sooner.
+
+        Not while it follows a leader: a leader removing itself from a quorum of two makes the
+        other node the only voter before the change commits, and a campaign then would depose
+        the leader before it learns of the commit and answers the caller."""
+        return self.leader_id is None and not self._voter_peers and self.node_id in self._voters
 
     def _reset_election_timer(self) -> None:
         self._election_elapsed = 0

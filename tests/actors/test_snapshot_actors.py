@@ -120,7 +120,8 @@ async def test_writes_commit_while_a_snapshot_is_being_written() -> None:
             await nursery.start(node.run)
             await wait_until(lambda: node.core.role is Role.LEADER)
             await write(node, 0, 5)
-            await trio.to_thread.run_sync(storage.writing.wait)  # the snapshot is being written
+            # the snapshot is being written (a worker thread ignores cancellation: bound the wait)
+            assert await trio.to_thread.run_sync(storage.writing.wait, 10.0)
             last = await write(node, 5, 20)  # durable and applied meanwhile
             assert node.snapshotter.taken == 0 and storage.snapshot() is None
             storage.finish.set()

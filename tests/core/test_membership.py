@@ -35,7 +35,7 @@ from pyraft.core.messages import (
 from pyraft.core.raft import RaftCore, Role
 from pyraft.core.ready import ReadState, SnapshotRef
 
-from .helpers import ELECTION, HEARTBEAT, Cluster, Node, config, of_type
+from .helpers import ELECTION, HEARTBEAT, Cluster, Node, config, of_type, role_of
 
 FULL = Membership.of_ids((1, 2, 3))
 
@@ -632,3 +632,23 @@ def test_leader_that_steps_down_mid_self_removal_can_still_be_elected() -> None:
     c.tick_all(5 * ELECTION)
     assert c[2].membership.voter_ids == {2} and c[2].commit_index >= removal
     assert c.leaders() == [2] and c[1].role is Role.FOLLOWER
+
+
+def test_a_leader_removing_itself_from_two_commits_before_the_other_node_campaigns() -> None:
+    """The other node is the only voter of the new configuration as soon as it appends it, before
+    the change commits; campaigning at once (the single-voter shortcut) would depose the leader
+    before it learned of the commit, leaving the caller of the removal without an answer."""
+    c = Cluster(2, seed=74)
+    c.elect(1)
+    c.stabilize()
+    removal, _ = c[1].remove_member(1)
+    c.collect([1])
+    c.deliver_queue(lambda m: m.dst == 2)
+    c.collect([2], persist=False)  # node 2 holds the new configuration, its fsync still running
+    c.tick(2)
+    assert c[2].role is Role.FOLLOWER and c[2].leader_id == 1
+    c.stabilize()
+    for _ in range(6 * ELECTION):
+        c.tick_all()
+    assert c[1].commit_index >= removal  # the leader saw its removal commit
+    assert role_of(c[2]) is Role.LEADER and c[2].membership.voter_ids == {2}

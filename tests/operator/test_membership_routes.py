@@ -46,6 +46,7 @@ async def test_add_voter_from_any_node_makes_an_observer_a_voter(
         await c.start(4)
         before = (await c.nodes[4].http.get("/quorum")).json()
         assert ids(before["voters"]) == [1, 2, 3] and ids(before["observers"]) == [4]
+        changed = c.nodes[4].node.membership_changed
 
         added = await add(api, 4)
 
@@ -56,6 +57,11 @@ async def test_add_voter_from_any_node_makes_an_observer_a_voter(
         new = next(v for v in quorum["voters"] if v["id"] == 4)
         assert new["address"] == address(4) and new["httpUrl"] == "http://node4"
         await wait_until(lambda: voters_everywhere(c, {1, 2, 3, 4}))
+        assert changed.is_set()  # what announce_membership waits on
+        calm = c.nodes[4].node.membership_changed
+        for _ in range(5):
+            await c.nodes[4].node.progressed.wait()  # Readies go on (ticks, heartbeats)...
+        assert not calm.is_set()  # ...without a membership change
         leader = c.leader()
         assert leader is not None
         await wait_until(lambda: c.nodes[4].node.applier.applied_index >= leader.node.core.commit_index)
