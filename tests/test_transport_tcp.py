@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from pyraft.core.messages import AppendEntries, Entry, Message, TimeoutNow
 from pyraft.localcluster import free_port
+from pyraft.transport import tcp
 from pyraft.transport.base import ClientHandler
 from pyraft.transport.framed import FramedStream
 from pyraft.transport.tcp import TcpTransport
@@ -84,6 +87,36 @@ async def test_two_nodes_exchange_both_ways() -> None:
         assert await receive(rx_b) == AppendEntries(1, 2, 50, 0, 0, entries, 0)
         assert [await receive(rx_a) for _ in range(50)] == [TimeoutNow(2, 1, t) for t in range(50)]
         await wait_for(lambda: a.stats.sent[2] == 51 and b.stats.received[1] == 51)
+        assert a.stats.dropped[2] == 0
+
+
+async def test_idle_link_writes_inside_send() -> None:
+    """The raft loop's message leaves in its own step: no checkpoint, no hop to the link task."""
+    async with two_nodes() as (a, _b, _rx_a, rx_b):
+        a.send(TimeoutNow(1, 2, 1))  # dials, handshakes and sends through the link
+        assert await receive(rx_b) == TimeoutNow(1, 2, 1)
+        await wait_for(lambda: 2 in a._idle)
+        with trio.testing.assert_no_checkpoints():
+            a.send(TimeoutNow(1, 2, 2))
+            assert a.stats.sent[2] == 2
+        assert await receive(rx_b) == TimeoutNow(1, 2, 2)
+
+
+async def test_half_written_frame_is_finished_before_later_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket that takes part of a frame: its tail and the frames queued after it follow in order."""
+    async with two_nodes() as (a, _b, _rx_a, rx_b):
+        a.send(TimeoutNow(1, 2, 1))
+        assert await receive(rx_b) == TimeoutNow(1, 2, 1)
+        await wait_for(lambda: 2 in a._idle)
+        monkeypatch.setattr(tcp, "write_fd", lambda fd, data: os.write(fd, data[:7]))
+        entries = tuple(Entry(i, 1, data=b"y" * 100) for i in range(1, 4))
+        a.send(AppendEntries(1, 2, 1, 0, 0, entries, 0))
+        monkeypatch.undo()
+        assert a._unsent[2]
+        a.send(TimeoutNow(1, 2, 3))  # the link is busy with the tail: this one queues behind it
+        assert await receive(rx_b) == AppendEntries(1, 2, 1, 0, 0, entries, 0)
+        assert await receive(rx_b) == TimeoutNow(1, 2, 3)
+        await wait_for(lambda: a.stats.sent[2] == 3)
         assert a.stats.dropped[2] == 0
 
 

@@ -5,6 +5,13 @@ Each node listens on one port. For every peer it keeps one outbound link (the
 arrives on the connection that peer opened to us. Connections are one-way for
 Raft messages, so a link only has to care about its own writes.
 
+A message for a link that is connected and has nothing queued is written to
+its socket at once, inside ``send``, with one non-blocking write: the raft loop's
+answer then leaves before any other task runs (a follower's apply, the next
+read), and without a hop through the link task. Whatever that write cannot take
+(a full socket buffer, a link busy or down) queues in the outbox as before, and
+the link task writes the rest in order.
+
 Overflow policy: when a peer's outbox is full the *oldest* queued message is
 dropped. Raft messages carry the sender's current view (term, commit index,
 log position); after a peer has been unreachable, the queue's head is the
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
@@ -43,6 +51,7 @@ DEFAULT_OUTBOX_SIZE: Final = 16384
 # One send_all per batch; past this many bytes the rest waits for the next write.
 MAX_BATCH_BYTES: Final = 4 << 20
 _CONNECTION_ERRORS: Final = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+write_fd = os.write  # the direct write (a name of its own so tests can make it write less)
 
 
 class _Reject(Exception):
@@ -96,6 +105,10 @@ class TcpTransport:
         self._outbox_size = outbox_size
         self._outboxes = {peer: trio.open_memory_channel[bytes](outbox_size) for peer in peers}
         self._links: dict[int, trio.CancelScope] = {}
+        # Links parked on an empty outbox: ``send`` may write to these sockets itself.
+        self._idle: dict[int, FramedStream] = {}
+        # The tail of a frame a direct write left half sent: the link writes it first.
+        self._unsent: dict[int, bytes] = {}
         self._last_refusal: dict[int, str] = {}
         self._nursery: trio.Nursery | None = None
         self._running = False
@@ -148,6 +161,9 @@ class TcpTransport:
             )
             return
         frame = len(payload).to_bytes(HEADER_SIZE, "big") + payload
+        if self._write_now(msg.dst, frame):
+            return
+        self._idle.pop(msg.dst, None)  # queued frames go first: later ones must not pass them
         tx, rx = outbox
         try:
             tx.send_nowait(frame)
@@ -156,6 +172,30 @@ class TcpTransport:
                 rx.receive_nowait()  # drop-oldest; see the module docstring
                 self.stats.dropped[msg.dst] += 1
             tx.send_nowait(frame)
+
+    def _write_now(self, peer: int, frame: bytes) -> bool:
+        """Write ``frame`` on an idle link's socket without waiting; False to queue it instead.
+
+        A partial write keeps the rest in ``_unsent`` and wakes the link with an empty
+        frame, so it is written next; the drop-oldest policy never sees a frame's tail."""
+        framed = self._idle.get(peer)
+        if framed is None:
+            return False
+        try:
+            written = write_fd(framed.stream.socket.fileno(), frame)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return False  # the link is dying: queued, the frame goes out on its next connection
+        if written < len(frame):
+            del self._idle[peer]
+            if written:
+                self._unsent[peer] = frame[written:]
+                self._outboxes[peer][0].send_nowait(b"")
+                return True
+            return False
+        self.stats.sent[peer] += 1
+        return True
 
     # ----------------------------------------------------------------- running
 
@@ -249,9 +289,24 @@ class TcpTransport:
     async def _write_batches(
         self, peer: int, framed: FramedStream, outbox: trio.MemoryReceiveChannel[bytes]
     ) -> None:
+        if self._unsent.pop(peer, None) is not None:  # a tail from the last connection: it is lost
+            self.stats.dropped[peer] += 1
+        try:
+            await self._write_queued(peer, framed, outbox)
+        finally:
+            if self._idle.get(peer) is framed:
+                del self._idle[peer]  # before the socket closes: ``send`` must never write to it
+
+    async def _write_queued(
+        self, peer: int, framed: FramedStream, outbox: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
         while True:
-            batch = [await outbox.receive()]
-            size = len(batch[0])
+            if not outbox.statistics().current_buffer_used:
+                self._idle[peer] = framed
+            first = await outbox.receive()
+            self._idle.pop(peer, None)
+            batch = [self._unsent.pop(peer, b""), first]
+            size = len(first)
             while size < MAX_BATCH_BYTES:
                 try:
                     frame = outbox.receive_nowait()
@@ -259,13 +314,14 @@ class TcpTransport:
                     break
                 batch.append(frame)
                 size += len(frame)
+            messages = sum(1 for part in batch if part)  # b"" only wakes us for a tail
             try:
                 await framed.stream.send_all(b"".join(batch))
             except _CONNECTION_ERRORS as exc:
-                self.stats.dropped[peer] += len(batch)
+                self.stats.dropped[peer] += messages
                 logger.info("node %d: link to node %d broke while writing: %s", self.node_id, peer, exc)
                 return
-            self.stats.sent[peer] += len(batch)
+            self.stats.sent[peer] += messages
 
     async def _watch_hangup(self, peer: int, framed: FramedStream, scope: trio.CancelScope) -> None:
         """A peer never writes on our link, so any read result means the link is over:
@@ -364,9 +420,7 @@ class TcpTransport:
         session = _ClientSession(framed, handler, self.max_client_inflight)
         rejection: _Reject | None = None  # stays None if a failed answer cancels the reader
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.write_responses, nursery.cancel_scope)
             rejection = await session.read_requests(nursery)
-            session.reading_done()
             if rejection is not None:
                 nursery.cancel_scope.cancel()
         if rejection is not None:
@@ -374,13 +428,14 @@ class TcpTransport:
 
 
 class _ClientSession:
-    """One client connection: a reader, tasks that compute answers, and one writer.
+    """One client connection: a reader, and tasks that compute answers and write them.
 
     The reader takes every request that one read brought in; with a
     BatchClientHandler the proposals among them go to the handler as one batch
     (one task, one trip through the raft loop). Answers are encoded by the task
-    that computed them and queued; the writer sends everything queued with one
-    ``send_all``, so a burst of commits is answered with one write."""
+    that computed them and queued; the first such task to find no write going on
+    writes, and goes on writing whatever others queue meanwhile: a burst of commits
+    is answered with one write, and no writer task has to be woken for it."""
 
     def __init__(self, framed: FramedStream, handler: ClientHandler | None, max_inflight: int) -> None:
         self.framed = framed
@@ -388,9 +443,7 @@ class _ClientSession:
         self.batch_handler = handler if isinstance(handler, BatchClientHandler) else None
         self.slots = trio.Semaphore(max_inflight)
         self._queued: list[bytes] = []
-        self._wakeup = trio.Event()
-        self._in_flight = 0  # requests taken and not yet answered (queued or dropped)
-        self._reading = True
+        self._writing = False  # a task is in ``_write``: it sends what is queued
 
     async def read_requests(self, nursery: trio.Nursery) -> _Reject | None:
         """Returns (never raises) so the nursery around it stays free of exception groups.
@@ -427,17 +480,12 @@ class _ClientSession:
                     nursery.start_soon(self.answer_batch, proposals, scope)
                     proposals = []
                 await self.slots.acquire()
-            self._in_flight += 1
             if self.batch_handler is not None and request.op == OP_PROPOSE:
                 proposals.append(request)
             else:
                 nursery.start_soon(self.answer, request, scope)
         if proposals:
             nursery.start_soon(self.answer_batch, proposals, scope)
-
-    def reading_done(self) -> None:
-        self._reading = False
-        self._wakeup.set()
 
     async def answer(self, request: ClientRequest, scope: trio.CancelScope) -> None:
         await self._answer_all([request], self._respond, scope)
@@ -457,36 +505,33 @@ class _ClientSession:
         except (CodecError, FrameError) as exc:
             logger.info("cannot answer client requests %s: %s", _ids(requests), exc)
             scope.cancel()
+            return
         except Exception:
             # A handler bug: the outcome is unknown, and closing the connection is
             # the one answer that tells the client exactly that.
             logger.exception("client handler failed on requests %s", _ids(requests))
             scope.cancel()
-        else:
-            self._queued.extend(frames)
-            self._wakeup.set()
+            return
         finally:
-            self._in_flight -= len(requests)
             for _ in requests:
                 self.slots.release()
-            if not self._in_flight:
-                self._wakeup.set()
+        self._queued.extend(frames)
+        if not self._writing:
+            await self._write(scope)
 
-    async def write_responses(self, scope: trio.CancelScope) -> None:
-        """Sends whatever answers are queued, all in one write, until the session is over."""
+    async def _write(self, scope: trio.CancelScope) -> None:
+        """Send everything queued, including what other answers queue during the send."""
+        self._writing = True
         try:
-            while True:
-                while not self._queued:
-                    if not self._reading and not self._in_flight:
-                        return
-                    self._wakeup = trio.Event()
-                    await self._wakeup.wait()
+            while self._queued:
                 data = b"".join(self._queued)
                 self._queued.clear()
                 await self.framed.stream.send_all(data)
         except _CONNECTION_ERRORS as exc:
             logger.info("cannot answer client requests: %s", exc)
             scope.cancel()
+        finally:
+            self._writing = False
 
     async def _respond(self, requests: list[ClientRequest]) -> list[ClientResponse]:
         (request,) = requests
