@@ -51,13 +51,23 @@ class ProposalInSnapshot(Exception):
     """The proposal's index arrived inside an installed snapshot: it may or may not be in it."""
 
 
-class _Waiter:
-    __slots__ = ("error", "event", "result")
+class ProposalWaiter:
+    """One proposal's outcome. ``then``, if set before it settles, is called when it does: a
+    proposer can count a batch's settled proposals without a wake-up per proposal."""
+
+    __slots__ = ("error", "event", "result", "then")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.result: Applied | None = None
         self.error: Exception | None = None
+        self.then: Callable[[], None] | None = None
+
+    def settle(self, result: Applied | None = None, error: Exception | None = None) -> None:
+        self.result, self.error = result, error
+        self.event.set()
+        if self.then is not None:
+            self.then()
 
 
 class Applier:
@@ -75,7 +85,7 @@ class Applier:
         self.applied_bytes = 0  # command bytes applied since start, for the snapshot trigger
         self.after_batch: Callable[[], None] = _nothing
         self._recent: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
-        self._proposals: dict[int, tuple[int, _Waiter]] = {}
+        self._proposals: dict[int, tuple[int, ProposalWaiter]] = {}
         self._index_waiters: list[tuple[int, int, trio.Event]] = []
         self._order = itertools.count()
         self._unfrozen = 0  # entries applied since the heap was last frozen
@@ -134,35 +144,32 @@ class Applier:
         self._recent.clear()
         for index in [i for i in self._proposals if i <= snapshot.index]:
             waiter = self._proposals.pop(index)[1]
-            waiter.error = ProposalInSnapshot(f"index {index} arrived inside snapshot {snapshot.index}")
-            waiter.event.set()
+            waiter.settle(error=ProposalInSnapshot(f"index {index} arrived inside snapshot {snapshot.index}"))
         self._wake_index_waiters()
 
-    def watch_proposal(self, index: int, term: int) -> _Waiter:
+    def watch_proposal(self, index: int, term: int) -> ProposalWaiter:
         """A waiter settled when ``index`` is applied: with its result if it holds ``term``."""
-        waiter = _Waiter()
+        waiter = ProposalWaiter()
         if index <= self.applied_index:
             seen = self._recent.get(index)
             if seen is None:
-                waiter.error = ProposalInSnapshot(f"index {index} was applied too long ago to know")
-                waiter.event.set()
+                waiter.settle(error=ProposalInSnapshot(f"index {index} was applied too long ago to know"))
             else:
                 self._settle(waiter, term, index, *seen)
             return waiter
         previous = self._proposals.get(index)
         if previous is not None:  # an older proposal at the same index was overwritten
-            previous[1].error = ProposalLost(f"index {index} was taken over by a newer leader")
-            previous[1].event.set()
+            previous[1].settle(error=ProposalLost(f"index {index} was taken over by a newer leader"))
         self._proposals[index] = (term, waiter)
         return waiter
 
     @staticmethod
-    def _settle(waiter: _Waiter, term: int, index: int, entry_term: int, result: bytes) -> None:
+    def _settle(waiter: ProposalWaiter, term: int, index: int, entry_term: int, result: bytes) -> None:
         if entry_term == term:
-            waiter.result = Applied(index, result)
+            waiter.settle(Applied(index, result))
         else:
-            waiter.error = ProposalLost(f"entry {index} of term {term} was overwritten by term {entry_term}")
-        waiter.event.set()
+            lost = ProposalLost(f"entry {index} of term {term} was overwritten by term {entry_term}")
+            waiter.settle(error=lost)
 
     async def wait_applied(self, index: int) -> None:
         if index <= self.applied_index:

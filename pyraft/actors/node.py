@@ -9,9 +9,9 @@ entries to the storage actor, committed entries to the applier.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
-import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import trio
 
-from pyraft.actors.applier import Applied, Applier, ProposalLost
+from pyraft.actors.applier import Applied, Applier, ProposalLost, ProposalWaiter
 from pyraft.actors.events import (
     MembershipCmd,
     Persisted,
@@ -33,7 +33,7 @@ from pyraft.actors.events import (
 )
 from pyraft.actors.heap import freeze_heap
 from pyraft.actors.snapshots import SnapshotPolicy, Snapshotter
-from pyraft.actors.storage import DiskItem, StorageActor, membership_of
+from pyraft.actors.storage import StorageActor, membership_of
 from pyraft.actors.ticker import run_ticker
 from pyraft.channels import hand_over
 from pyraft.core.config import Config
@@ -133,7 +133,6 @@ class RaftNode:
         self._requests: dict[int, tuple[_Request, int]] = {}  # request id -> (request, slot)
         self._ids = itertools.count(1)
         self._inbox_send, self._inbox = trio.open_memory_channel[object](INBOX_SIZE)
-        self._to_disk, self._disk_batches = trio.open_memory_channel[DiskItem](math.inf)
         self._to_apply, self._apply_batches = trio.open_memory_channel[list[Entry] | SnapshotRef](INBOX_SIZE)
         self._to_send_snapshot, self._snapshot_sends = trio.open_memory_channel[SnapshotSend](
             SNAPSHOT_SENDS_QUEUED
@@ -155,7 +154,7 @@ class RaftNode:
         async with trio.open_nursery() as nursery:
             inbox = cast(trio.MemorySendChannel[Message], self._inbox_send)
             await nursery.start(self.transport.run, inbox, client_handler)
-            nursery.start_soon(self.storage.run, self._disk_batches, self._inbox_send.clone())
+            nursery.start_soon(self.storage.run, self._inbox_send.clone())
             nursery.start_soon(self.applier.run, self._apply_batches)
             nursery.start_soon(self._send_snapshot_chunks)
             nursery.start_soon(self.snapshotter.run, self._inbox_send.clone())
@@ -225,6 +224,12 @@ class RaftNode:
         return True
 
     async def _process_ready(self) -> None:
+        """Hand out the core's Ready; again at once if its entries were stored in this step
+        (``StorageActor.append_now``), so the acknowledgement they allow goes out now."""
+        while await self._process_one_ready():
+            pass
+
+    async def _process_one_ready(self) -> bool:
         ready = self.core.ready()
         if ready.hard_state is not None:
             await self.storage.save_hard_state(ready.hard_state)  # before any vote or term leaves
@@ -234,10 +239,11 @@ class RaftNode:
         for send in ready.snapshot_sends:
             with contextlib.suppress(trio.WouldBlock):
                 self._to_send_snapshot.send_nowait(send)
-        if ready.entries:
-            self._to_disk.send_nowait(ready.entries)
+        stored = bool(ready.entries) and self.storage.append_now(ready.entries)
+        if ready.entries and not stored:
+            self.storage.submit(ready.entries)
         for chunk in ready.snapshot_writes:
-            self._to_disk.send_nowait(chunk)
+            self.storage.submit(chunk)
         self._settle_requests(ready)
         if ready.restore is not None:
             self.snapshotter.installed(ready.restore)
@@ -247,6 +253,10 @@ class RaftNode:
         self._note_role_change()
         self.progressed.set()
         self.progressed = trio.Event()
+        if stored:
+            last = ready.entries[-1]
+            self.core.persisted(last.index, last.term)
+        return stored
 
     def _note_membership(self) -> None:
         """Keep the transport linked to every member, and to the leader even when it is not one:
@@ -281,9 +291,12 @@ class RaftNode:
             self.transport.send(msg)
 
     def _settle_requests(self, ready: Ready) -> None:
-        for accepted in ready.proposals:
+        for accepted in ready.proposals:  # the proposer hears when it is applied, not before
             waiter = self.applier.watch_proposal(accepted.index, accepted.term)
-            self._finish(accepted.request_id, value=waiter)
+            if waiter.event.is_set():
+                self._finish(accepted.request_id, value=waiter)
+            else:
+                waiter.then = functools.partial(self._finish, accepted.request_id, value=waiter)
         for read in ready.read_states:
             self._finish(read.request_id, value=read.index)
         for failed in ready.failed:
@@ -308,8 +321,7 @@ class RaftNode:
 
         Raises NotLeader/NoLeader (definitely not applied), RequestLost (not applied),
         OutcomeUnknown (may be applied: the leader changed mid-flight)."""
-        waiter = await self._request(lambda rid: ProposeCmd(rid, command))
-        await waiter.event.wait()
+        waiter = await self._request(lambda rid: ProposeCmd(rid, command))  # returns it settled
         if waiter.error is not None:
             raise _proposal_error(waiter.error) from waiter.error
         assert waiter.result is not None
@@ -333,22 +345,12 @@ class RaftNode:
             self._requests[request_id] = (request, slot)
         try:
             await hand_over(self._inbox_send, ProposeManyCmd(tuple(zip(ids, commands, strict=True))))
-            await request.done.wait()
+            await request.done.wait()  # one wake-up, once every command is applied or refused
         finally:
             for request_id in ids:
                 self._requests.pop(request_id, None)
-        for slot, error in enumerate(request.errors):
-            if error is not None:
-                results[slot] = error
-        for slot, waiter in enumerate(request.values):
-            if waiter is None:
-                continue
-            if not waiter.event.is_set():  # a batch mostly commits together: one real wait
-                await waiter.event.wait()
-            if waiter.error is not None:
-                results[slot] = _proposal_error(waiter.error)
-            else:
-                results[slot] = cast(Applied, waiter.result)
+            for slot, (waiter, error) in enumerate(zip(request.values, request.errors, strict=True)):
+                results[slot] = _outcome(waiter, error)
         return results
 
     async def read(self, query: bytes) -> bytes:
@@ -460,6 +462,17 @@ def _restore_at_start(
     state_machine.restore(data)()
     freeze_heap()
     return SnapshotRef(meta.last_index, meta.last_term), membership_of(meta)
+
+
+def _outcome(waiter: ProposalWaiter | None, error: Exception | None) -> Applied | Exception | None:
+    """A proposal's outcome as ``propose_many`` reports it; None while it is not settled."""
+    if error is not None:
+        return error
+    if waiter is None or not waiter.event.is_set():
+        return None
+    if waiter.error is not None:
+        return _proposal_error(waiter.error)
+    return waiter.result
 
 
 def _proposal_error(error: Exception) -> RaftError:

@@ -5,6 +5,10 @@ the next write, so the fsync rate stays bounded however fast proposals come.
 The blocking write runs in trio's worker thread (as trio's own file API does)
 so the raft loop keeps sending and receiving while the disk works; a write
 that does not fsync (``Storage.syncs``) runs inline, as the hop would cost more.
+When such a write finds the actor idle, the raft loop makes it itself
+(``append_now``): the entries are then durable as far as this storage promises
+within the same step, and a follower's acknowledgement leaves before anything
+else runs (its apply of the previous batch, above all).
 
 InstallSnapshot chunks travel through the same queue as entry batches: a
 snapshot that replaces the log must land after every batch handed out before
@@ -13,6 +17,7 @@ it and before every batch after it, exactly as the core saw them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,8 +42,33 @@ class StorageActor:
         # jumping ahead while a worker thread runs, so actor tests stay in zero wall time.
         self._offload = offload
         self._lock = trio.Lock()  # one user of the storage object at a time
+        self._submit, self._items = trio.open_memory_channel[DiskItem](math.inf)
         self.fsyncs = 0
         self.entries_written = 0
+
+    def submit(self, item: DiskItem) -> None:
+        """Queue an entry batch or a snapshot chunk; ``run`` stores them in this order."""
+        self._submit.send_nowait(item)
+
+    def close(self) -> None:
+        """No more items: ``run`` returns once it has stored those already queued."""
+        self._submit.close()
+
+    def append_now(self, entries: list[Entry]) -> bool:
+        """Append ``entries`` here and now if that keeps every promise of the queue: the storage
+        does not fsync, nothing is queued or being written before them, and no other operation
+        (a snapshot save, a chunk read in the worker thread) holds the storage. False: submit."""
+        queue = self._submit.statistics()
+        idle = queue.tasks_waiting_receive and not queue.current_buffer_used  # ``run`` holds nothing
+        if self.storage.syncs or not idle or self._lock.locked():
+            return False
+        self.storage.append(entries)
+        self._count(entries)
+        return True
+
+    def _count(self, entries: list[Entry]) -> None:
+        self.fsyncs += 1
+        self.entries_written += len(entries)
 
     async def save_hard_state(self, hard_state: HardState) -> None:
         await self.call(self.storage.save_hard_state, hard_state, blocks=self.storage.syncs)
@@ -56,9 +86,8 @@ class StorageActor:
     async def read_snapshot(self) -> tuple[SnapshotMeta, bytes] | None:
         return await self.call(self.storage.read_snapshot)
 
-    async def run(
-        self, items: trio.MemoryReceiveChannel[DiskItem], inbox: trio.MemorySendChannel[object]
-    ) -> None:
+    async def run(self, inbox: trio.MemorySendChannel[object]) -> None:
+        items = self._items
         carry: DiskItem | None = None
         while True:
             if carry is None:
@@ -81,8 +110,7 @@ class StorageActor:
                     break
                 pending = merge(pending, later)
             await self.call(self.storage.append, pending, blocks=self.storage.syncs)
-            self.fsyncs += 1
-            self.entries_written += len(pending)
+            self._count(pending)
             await hand_over(inbox, Persisted(pending[-1].index, pending[-1].term))
 
     async def _store_chunk(self, chunk: InstallSnapshot) -> SnapshotStored:

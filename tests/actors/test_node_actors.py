@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
+from pyraft.actors.applier import Applied
 from pyraft.actors.node import RaftNode, Timing
 from pyraft.actors.snapshots import SnapshotPolicy
 from pyraft.core.errors import NoLeader, RequestLost
@@ -222,3 +223,47 @@ async def test_leadership_transfer_moves_leader_without_waiting_a_timeout(
         await wait_until(lambda: c.nodes[target].core.role is Role.LEADER)
         assert trio.current_time() - start < 0.15  # well under one election timeout
         assert leader.core.role is Role.FOLLOWER
+
+
+class _StepCounter(trio.abc.Instrument):
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def test_propose_many_wakes_its_caller_once_all_are_applied(autojump_clock: trio.abc.Clock) -> None:
+    """Accepted, committed and applied: the proposer hears of it once, with every outcome."""
+    async with cluster() as c:
+        leader = await c.wait_leader()
+        commands = [set_command(f"k{i}", b"v") for i in range(8)]
+        counter = _StepCounter(trio.lowlevel.current_task())
+        trio.lowlevel.add_instrument(counter)
+        try:
+            outcomes = await leader.propose_many(commands)
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        assert counter.steps == 1  # the resumption after the one wait
+        indexes = [o.index for o in outcomes if isinstance(o, Applied)]
+        assert len(indexes) == 8 and indexes == list(range(indexes[0], indexes[0] + 8))
+        assert leader.applier.applied_index >= indexes[-1]
+        assert value_of(leader, "k7") == b"v"
+
+
+async def test_propose_many_cut_short_reports_what_settled(autojump_clock: trio.abc.Clock) -> None:
+    """A caller that gives up learns which commands were settled: none, when no quorum answers."""
+    async with cluster() as c:
+        leader = await c.wait_leader()
+        for node_id in VOTERS:
+            if node_id != leader.node_id:
+                c.network.disconnect(node_id)
+        out: list[Applied | Exception | None] = [None] * 3
+        with trio.move_on_after(0.1):
+            await leader.propose_many([set_command(f"k{i}", b"v") for i in range(3)], out)
+        assert out == [None, None, None]
+        for node_id in VOTERS:
+            c.network.reconnect(node_id)
+        await wait_until(lambda: leader.applier.applied_index >= leader.core.commit_index > 0)

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from pyraft.actors.events import Persisted
-from pyraft.actors.storage import DiskItem, StorageActor
+from pyraft.actors.storage import StorageActor
 from pyraft.core.messages import Entry, HardState
 from pyraft.metrics import NodeMetrics, TimedStorage
 from pyraft.storage.base import Storage
@@ -31,16 +32,15 @@ def _count_thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 async def _write_through(actor: StorageActor) -> list[object]:
     """Save a hard state and append two batches through the actor; returns what it reported."""
-    items, items_rx = trio.open_memory_channel[DiskItem](10)
     inbox, inbox_rx = trio.open_memory_channel[object](10)
     await actor.save_hard_state(HardState(1, 1))
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(actor.run, items_rx, inbox)
-        await items.send([Entry(1, 1, data=b"a"), Entry(2, 1, data=b"b")])
+        nursery.start_soon(actor.run, inbox)
+        actor.submit([Entry(1, 1, data=b"a"), Entry(2, 1, data=b"b")])
         first = await inbox_rx.receive()
-        await items.send([Entry(3, 1, data=b"c")])
+        actor.submit([Entry(3, 1, data=b"c")])
         second = await inbox_rx.receive()
-        await items.aclose()
+        actor.close()
     return [first, second]
 
 
@@ -75,3 +75,43 @@ async def test_memory_storage_never_needs_the_thread(monkeypatch: pytest.MonkeyP
     assert storage.syncs is False
     await _write_through(StorageActor(storage))
     assert calls == []
+
+
+async def test_append_now_keeps_the_queue_order() -> None:
+    """The raft loop may store a batch itself only when nothing is queued, being written, or
+    holding the storage: otherwise the batch would pass one handed out before it."""
+    storage = MemoryStorage()
+    storage.load()
+    actor = StorageActor(storage)
+    inbox, inbox_rx = trio.open_memory_channel[object](10)
+    assert not actor.append_now([Entry(1, 1, data=b"a")])  # ``run`` not parked: it may be busy
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(actor.run, inbox)
+        await trio.testing.wait_all_tasks_blocked()
+        assert actor.append_now([Entry(1, 1, data=b"a")])
+        assert storage.last_index == 1
+        actor.submit([Entry(2, 1, data=b"b")])  # handed to ``run``, not yet written
+        assert not actor.append_now([Entry(3, 1, data=b"c")])
+        assert await inbox_rx.receive() == Persisted(2, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        async with actor._lock:  # a snapshot save or a chunk read holds the storage
+            assert not actor.append_now([Entry(3, 1, data=b"c")])
+        assert actor.append_now([Entry(3, 1, data=b"c")])
+        actor.close()
+    assert [e.data for e in storage.durable()[1]] == [b"a", b"b", b"c"]
+    assert actor.entries_written == 3
+
+
+async def test_append_now_never_for_a_storage_that_fsyncs(tmp_path: Path) -> None:
+    storage = FileStorage(tmp_path, fsync=True)
+    storage.load()
+    actor = StorageActor(storage)
+    inbox, _inbox_rx = trio.open_memory_channel[object](10)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(actor.run, inbox)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not actor.append_now([Entry(1, 1, data=b"a")])  # the fsync belongs in the thread
+            actor.close()
+    finally:
+        storage.close()
