@@ -113,6 +113,29 @@ class RaftCore:
         else:
             self._tick_election()
 
+    def ticks_until_due(self) -> int | None:
+        """How many more ``tick()`` calls until one acts (>= 1), or None if none ever can as things stand.
+
+        Until then a tick only counts: the caller may call ``tick()`` that many times minus
+        one without any effect but counters moving, so it need not wake up before. It
+        changes with every input, so ask again after each. The exact mirror of
+        ``_tick_leader`` and ``_tick_election``."""
+        if self.role is Role.LEADER:
+            cfg = self.config
+            if not self._progress and self.node_id in self._voters:
+                return None  # alone: no one to heartbeat, and a quorum of one is always active
+            due = cfg.heartbeat_ticks - self._heartbeat_elapsed
+            if cfg.check_quorum:
+                due = min(due, cfg.election_ticks - self._election_elapsed)
+            if self._transferee is not None:
+                due = min(due, cfg.election_ticks - self._transfer_elapsed)
+            return max(1, due)
+        if self._installing is not None or not self._may_campaign():
+            return None  # the learner's lease still runs out: it is counted whenever ticks are credited
+        if self._sole_voter():
+            return 1
+        return max(1, self._randomized_timeout - self._election_elapsed)
+
     def step(self, msg: Message) -> None:
         # Requests are served whatever our configuration says (thesis 4.1): a newer
         # leader or candidate may know members we have not heard of yet.
