@@ -14,11 +14,11 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True, slots=True)
-class Tick:
-    """One unit of logical time for the core, from the election/heartbeat timer."""
+class TimerWake:
+    """The timer's deadline passed: credit the ticks due, timers included (see actors/timer.py).
+    ``late``: the timer itself woke more than a tick interval after its deadline (a stall)."""
 
-
-TICK = Tick()
+    late: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """A Raft node: the core's owner task and the actors around it, in one nursery.
 
 The raft loop is the only task that touches the core. Everything else talks
-to it through the inbox channel (peer messages, ticks, persisted notices,
+to it through the inbox channel (peer messages, timer wake-ups, persisted notices,
 client requests) and gets effects back as data: messages go to the transport,
-entries to the storage actor, committed entries to the applier.
+entries to the storage actor, committed entries to the applier. Time reaches the
+core as ticks the raft loop credits itself (actors/timer.py).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ from pyraft.actors.events import (
     ReadCmd,
     SnapshotSaved,
     SnapshotStored,
-    Tick,
+    TimerWake,
     TransferCmd,
 )
 from pyraft.actors.heap import freeze_heap
 from pyraft.actors.snapshots import SnapshotPolicy, Snapshotter
 from pyraft.actors.storage import StorageActor, membership_of
-from pyraft.actors.ticker import run_ticker
+from pyraft.actors.timer import TickClock, Timer
 from pyraft.channels import hand_over
 from pyraft.core.config import Config
 from pyraft.core.errors import NotLeader, RaftError, RequestLost
@@ -64,7 +65,10 @@ class CatchUpTimeout(RaftError):
 
 @dataclass(frozen=True, slots=True)
 class Timing:
-    """Wall-clock settings, turned into core ticks here (the core only counts ticks)."""
+    """Wall-clock settings, turned into core ticks here (the core only counts ticks).
+
+    ``tick_ms`` is the core's unit of time: the resolution of its timers. It is not a
+    wake-up rate: a node wakes only when a timer can fire (actors/timer.py)."""
 
     tick_ms: float = 10.0
     election_timeout_ms: float = 150.0  # the timeout is drawn from [this, 2 * this)
@@ -142,6 +146,8 @@ class RaftNode:
         self.membership_changed = trio.Event()  # replaced on every change of core.membership
         self._last_role = (self.core.role, self.core.leader_id, self.core.term)
         self._last_membership: tuple[Membership, int | None] | None = None
+        self._timer = Timer(timing.tick_ms / 1000)
+        self._clock: TickClock | None = None  # set when run() starts: it reads trio's clock
 
     # ---------------------------------------------------------------- running
 
@@ -158,20 +164,34 @@ class RaftNode:
             nursery.start_soon(self.applier.run, self._apply_batches)
             nursery.start_soon(self._send_snapshot_chunks)
             nursery.start_soon(self.snapshotter.run, self._inbox_send.clone())
-            nursery.start_soon(run_ticker, self.timing.tick_ms / 1000, self._inbox_send)
+            self._clock = TickClock(self._timer.interval, trio.current_time())
+            self._timer.plan(self._clock.deadline(self.core))
+            nursery.start_soon(self._timer.run, self._inbox_send)
             nursery.start_soon(self._raft_loop)
             task_status.started()
 
     async def _raft_loop(self) -> None:
+        clock = self._clock
+        assert clock is not None
         async for event in self._inbox:
+            # Ticks elapsed before these inputs come before them (a heartbeat must reset a
+            # follower's timer after the time that passed, not before). Once per batch: every
+            # input drained here was queued before the batch began (only this task runs meanwhile).
+            now = trio.current_time()
+            if now >= clock.next_at:
+                clock.credit(self.core, now)
             self._handle(event)
             self._drain()
             # Let the tasks that are runnable now (client requests, peer readers) add
             # their events first: one Ready then carries many proposals, and one
             # AppendEntries per follower carries them all.
             await trio.lowlevel.cancel_shielded_checkpoint()
+            now = trio.current_time()
+            if now >= clock.next_at:
+                clock.credit(self.core, now)
             self._drain()
             await self._process_ready()
+            self._timer.plan(clock.deadline(self.core))
 
     def _drain(self) -> None:
         for _ in range(MAX_EVENTS_PER_BATCH):
@@ -183,8 +203,9 @@ class RaftNode:
     def _handle(self, event: object) -> None:
         core = self.core
         match event:
-            case Tick():
-                core.tick()
+            case TimerWake(late=late):
+                assert self._clock is not None
+                self._clock.wake(core, trio.current_time(), late)
             case Persisted(index=index, term=term):
                 core.persisted(index, term)
             case SnapshotStored(chunk=chunk, next_offset=next_offset, installed=installed):

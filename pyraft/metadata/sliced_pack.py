@@ -3,7 +3,7 @@
 A snapshot of a million brokers is encoded in a worker thread, but one
 ``msgpack.packb`` call over the whole image holds the GIL from start to end:
 measured 2.2 s during which the node's event loop could not run, so a leader
-sent no heartbeat and its followers elected another (the ticker cannot help:
+sent no heartbeat and its followers elected another (the timer's stall rule cannot help:
 it is the leader that is silent). Packing each list of more than ``SLICE``
 items a slice at a time lets the interpreter hand the GIL over between slices,
 every few milliseconds. The bytes are exactly ``msgpack.packb(value,
