@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 import trio.testing
@@ -37,6 +37,12 @@ def role(core: RaftCore) -> Role:
 def heartbeat_for(core: RaftCore, leader: int, term: int) -> AppendEntries:
     prev = core.log.last_index
     return AppendEntries(leader, core.node_id, term, prev, core.log.term_at(prev), (), core.commit_index, 1)
+
+
+async def settled(nodes: Iterable[RaftNode], leader: RaftNode) -> None:
+    """Every node applied the leader's no-op: no entry is left to replicate, only heartbeats."""
+    nodes = list(nodes)
+    await wait_until(lambda: all(n.applier.applied_index >= leader.core.commit_index > 0 for n in nodes))
 
 
 # ------------------------------------------------------------------ the credit rule
@@ -188,7 +194,7 @@ async def test_followers_that_hear_heartbeats_never_campaign(autojump_clock: tri
 async def test_leader_heartbeats_every_heartbeat_interval(autojump_clock: trio.testing.MockClock) -> None:
     async with cluster() as c:
         leader = await c.wait_leader()
-        await trio.sleep(1.0)  # settled: every node applied the no-op, only heartbeats go out
+        await settled(c.nodes.values(), leader)  # only heartbeats go out from here on
         follower = c.follower()
         beats = record_steps(follower, lambda m: isinstance(m, AppendEntries) and not m.entries)
         await trio.sleep(2.0)
@@ -203,7 +209,7 @@ async def test_a_silent_leaders_followers_campaign_after_an_election_timeout(
 ) -> None:
     async with cluster() as c:
         leader = await c.wait_leader()
-        await trio.sleep(1.0)
+        await settled(c.nodes.values(), leader)
         followers = [n for n in c.nodes.values() if n is not leader]
         heard = [record_steps(n, lambda m: isinstance(m, AppendEntries)) for n in followers]
         campaigns = [record_campaigns(n) for n in followers]
@@ -224,7 +230,7 @@ async def test_a_node_stalled_across_its_deadline_reads_queued_heartbeats_first(
 ) -> None:
     async with cluster() as c:
         leader = await c.wait_leader()
-        await trio.sleep(1.0)
+        await settled(c.nodes.values(), leader)
         term = leader.core.term
         followers = [n for n in c.nodes.values() if n is not leader]
         campaigns = [record_campaigns(n) for n in followers]
@@ -245,7 +251,7 @@ async def test_a_stalled_node_without_heartbeats_still_times_out(
     campaigns one interval after the stall (its grace), not a timeout later, and not at once."""
     async with cluster() as c:
         leader = await c.wait_leader()
-        await trio.sleep(1.0)
+        await settled(c.nodes.values(), leader)
         follower = c.follower()
         campaigns = record_campaigns(follower)
         c.crash(leader.node_id)
@@ -258,7 +264,7 @@ async def test_a_stalled_node_without_heartbeats_still_times_out(
 async def test_an_idle_cluster_wakes_far_less_than_every_tick(autojump_clock: trio.testing.MockClock) -> None:
     async with cluster() as c:
         leader = await c.wait_leader()
-        await trio.sleep(1.0)
+        await settled(c.nodes.values(), leader)
         before = {i: n._timer.wakes for i, n in c.nodes.items()}
         seconds = 10.0
         await trio.sleep(seconds)
