@@ -489,7 +489,7 @@ def _outcome(waiter: ProposalWaiter | None, error: Exception | None) -> Applied 
     """A proposal's outcome as ``propose_many`` reports it; None while it is not settled."""
     if error is not None:
         return error
-    if waiter is None or not waiter.event.is_set():
+    if waiter is None:  # not settled: ``_finish`` stores a proposal's waiter once it is
         return None
     if waiter.error is not None:
         return _proposal_error(waiter.error)

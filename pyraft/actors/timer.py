@@ -82,27 +82,25 @@ class TickClock:
         if due is not None and ticks >= due:
             ticks = due - 1
             self.held = True
-        for _ in range(ticks):
-            core.tick()
+        _tick(core, ticks)
 
     def wake(self, core: RaftCore, now: float, late: bool) -> None:
         """The timer's wake-up: credit every tick due, timers included (``late``: see the module's doc)."""
         if late and not self.deferred:
-            self.deferred = True
             self.credit(core, now)
             if self.held and core.ticks_until_due() == 1:
                 # A whole interval for the readers: the grid moves so the next tick is due then.
+                self.deferred = True  # spent only here: a late wake that held nothing back keeps it
                 self.origin = now - self.counted * self.interval
                 self.next_at = now + self.interval
-            return
+                return
         self.deferred = False
         ticks = self._take(now)
         if self.held:
             self.held = False
             if not ticks and core.ticks_until_due() == 1:
                 ticks = 1  # the due tick an input's credit held back: the timer was on time
-        for _ in range(ticks):
-            core.tick()
+        _tick(core, ticks)
 
     def deadline(self, core: RaftCore) -> float:
         """When the timer must wake: the time of the tick ``ticks_until_due()`` names, or never."""
@@ -110,6 +108,15 @@ class TickClock:
         if due is None:
             return math.inf
         return self.next_at + (due - 1) * self.interval
+
+
+def _tick(core: RaftCore, ticks: int) -> None:
+    """Give the core ``ticks`` ticks, but at most two election timeouts' worth: only a stall or a
+    node with no timer to wait for (an idle single-node quorum, an observer) owes more, and past
+    that many no tick changes what the core does, so the rest are dropped, not run one by one
+    (a day of an idle quorum is 8.6 million ticks)."""
+    for _ in range(min(ticks, 2 * core.config.election_ticks)):
+        core.tick()
 
 
 class Timer:
@@ -122,7 +129,9 @@ class Timer:
 
     def plan(self, deadline: float) -> None:
         """Wake by ``deadline``. Only ever moves the current sleep earlier: a later wish is met
-        by waking at the old deadline, finding nothing due and planning again."""
+        by waking at the old deadline, finding nothing due and planning again. A deadline
+        already past counts from now, so the wake it causes is not mistaken for a stall."""
+        deadline = max(deadline, trio.current_time())
         if deadline < self._scope.deadline:
             self._scope.deadline = deadline
 

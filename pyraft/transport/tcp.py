@@ -186,7 +186,7 @@ class TcpTransport:
         except BlockingIOError:
             written = 0
         except OSError:
-            return False  # the link is dying: queued, the frame goes out on its next connection
+            return False  # the link is dying: the frame queues, and the link task sorts it out
         if written < len(frame):
             del self._idle[peer]
             if written:
@@ -333,6 +333,8 @@ class TcpTransport:
         else:
             why = "closed by peer" if not data else "peer wrote unexpected data"
         logger.info("node %d: link to node %d ended: %s", self.node_id, peer, why)
+        if self._idle.get(peer) is framed:
+            del self._idle[peer]  # ``send`` queues from now on: the next connection takes it
         scope.cancel()
 
     # ----------------------------------------------------- inbound connections

@@ -105,12 +105,28 @@ def test_a_late_wake_then_the_queued_heartbeat_means_no_campaign() -> None:
     assert core.ticks_until_due() == core._randomized_timeout - 1
 
 
-def test_an_observer_counts_without_a_cap() -> None:
+def test_an_observer_counts_without_a_timer_up_to_two_timeouts() -> None:
     core = RaftCore(Config(4, (1, 2, 3)), random.Random(1))
     clock = TickClock(TICK_S, 0.0)
     assert clock.deadline(core) == float("inf")
-    clock.credit(core, 1.0)
-    assert core._election_elapsed == 100  # its leader lease runs out as time passes
+    clock.credit(core, 0.1)
+    assert core._election_elapsed == 10  # its leader lease runs out as time passes
+    clock.credit(core, 86_400.0)  # a day without input: not 8.6 million calls of tick()
+    assert core._election_elapsed == 10 + 2 * core.config.election_ticks
+
+
+def test_a_late_wake_with_nothing_held_back_keeps_the_grace() -> None:
+    """A stale plan (a heartbeat moved the real deadline later) woken late fires nothing and
+    spends nothing: a stall across the real deadline still gets its interval of grace."""
+    core = follower_core()
+    clock = TickClock(TICK_S, 0.0)
+    clock.credit(core, 0.10)  # 10 ticks: short of any timeout (15 to 29 ticks)
+    core.step(heartbeat_for(core, 2, 1))  # resets the election timer after the plan was made
+    clock.wake(core, 0.16, late=True)  # the stale plan's wake, late: 6 ticks, nothing is due
+    assert core.role is Role.FOLLOWER and core.ticks_until_due() not in (None, 1)
+    real = clock.deadline(core)
+    clock.wake(core, real + 5.0, late=True)  # a stall across the real deadline: grace
+    assert core.role is Role.FOLLOWER and core.ticks_until_due() == 1
 
 
 # ------------------------------------------------------------------ the timer task
@@ -234,9 +250,12 @@ async def test_a_node_stalled_across_its_deadline_reads_queued_heartbeats_first(
         term = leader.core.term
         followers = [n for n in c.nodes.values() if n is not leader]
         campaigns = [record_campaigns(n) for n in followers]
-        # The whole process stalls for a second (no task runs), while the leader's heartbeats
-        # reach the followers' inboxes: they must be read before any timer fires.
+        # The whole process stalls for a second (no task runs) across every timer's deadline.
+        # The timers' late wake-ups are handled first (all tasks run until blocked, at the same
+        # instant); the leader's heartbeats that waited through the stall come in after them,
+        # and must still be read before any timeout fires.
         autojump_clock.jump(1.0)
+        await trio.testing.wait_all_tasks_blocked()
         for follower in followers:
             follower._inbox_send.send_nowait(heartbeat_for(follower.core, leader.node_id, term))
         await trio.sleep(1.0)
