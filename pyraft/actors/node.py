@@ -165,6 +165,7 @@ class RaftNode:
             nursery.start_soon(self._send_snapshot_chunks)
             nursery.start_soon(self.snapshotter.run, self._inbox_send.clone())
             self._clock = TickClock(self._timer.interval, trio.current_time())
+            self._timer.on_late = self._clock.running_late
             self._timer.plan(self._clock.deadline(self.core))
             nursery.start_soon(self._timer.run, self._inbox_send)
             nursery.start_soon(self._raft_loop)

@@ -23,11 +23,15 @@ has read the heartbeats that arrived meanwhile, blaming the leader for our own s
 * only the timer's own wake-up (``TickClock.wake``) may credit the due tick, so timeouts
   fire from the timer alone. If it was held back by the cap above while the timer was on
   time (the raft loop merely handled a queued input first), the wake credits it anyway;
-* a wake-up more than one interval late (the timer could not run: the process stalled
-  across the deadline) credits as an input does and puts the due tick one interval
-  after now, so the readers get to queue what arrived during the stall first. Only once
-  in a row: under sustained overload the next late wake-up fires, so a timeout is
-  delayed by a stall, never suppressed.
+* a wake-up more than one interval late means this process is running late (stalled
+  across the deadline, or overloaded: its tasks wait longer than a tick for their turn).
+  From then until a wake-up is on time again, time moves as the old ticker moved it: one
+  tick per wake-up of the timer (planned every interval), none for inputs, and the ticks
+  the process could not run for are dropped. The first late wake-up gives none at all if
+  the next tick would act, so the readers get to queue what arrived during the stall
+  first. A busy or stalled node thus counts its own slowness against nobody (under load,
+  wall-clock timeouts started elections on every node at 1024 proposals in flight), and
+  under sustained overload its timeouts stretch with the load instead of never firing.
 
 Dropping ticks is safe because no safety property counts them: linearizable reads
 wait for a quorum's answer to a heartbeat round (ReadIndex), never for a lease, and
@@ -39,6 +43,7 @@ would outlive a stall.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import trio
 
@@ -52,7 +57,7 @@ class TickClock:
     """Which ticks the core has been given, on a grid of ``interval`` seconds. Used by the raft
     loop only (it alone touches the core)."""
 
-    __slots__ = ("counted", "deferred", "held", "interval", "next_at", "origin")
+    __slots__ = ("counted", "grace", "held", "interval", "late", "next_at", "origin")
 
     def __init__(self, interval: float, now: float) -> None:
         self.interval = interval
@@ -60,7 +65,8 @@ class TickClock:
         self.counted = 0  # ticks credited or dropped so far
         self.next_at = now + interval  # when tick counted + 1 falls due
         self.held = False  # an input's credit stopped short of the due tick: the next wake may give it
-        self.deferred = False  # the last wake-up was late and fired nothing
+        self.late = False  # the timer's last wake-up was late: one tick per wake-up until on time
+        self.grace = False  # the first late wake-up in a row is still to be handled
 
     def _take(self, now: float) -> int:
         """How many ticks fell due up to ``now``; they are accounted for from here on."""
@@ -79,22 +85,36 @@ class TickClock:
         if not ticks:
             return
         due = core.ticks_until_due()
+        if self.late and due is not None:
+            return  # running late: only the timer's wake-ups move time on (see ``wake``)
         if due is not None and ticks >= due:
             ticks = due - 1
             self.held = True
         _tick(core, ticks)
 
+    def running_late(self) -> None:
+        """Called by the timer the moment it wakes late, before the raft loop hears of it: the
+        inputs handled before its ``TimerWake`` waited through the same stall, and must not
+        credit it either."""
+        if not self.late:
+            self.late = self.grace = True
+
     def wake(self, core: RaftCore, now: float, late: bool) -> None:
-        """The timer's wake-up: credit every tick due, timers included (``late``: see the module's doc)."""
-        if late and not self.deferred:
-            self.credit(core, now)
-            if self.held and core.ticks_until_due() == 1:
+        """The timer's wake-up: credit every tick due, timers included; when it is ``late``,
+        one tick at most (see the module's doc)."""
+        if late:
+            self.running_late()
+            first, self.grace = self.grace, False
+            self.held = False
+            self._take(now)  # the ticks of the stall are dropped
+            if first and core.ticks_until_due() == 1:
                 # A whole interval for the readers: the grid moves so the next tick is due then.
-                self.deferred = True  # spent only here: a late wake that held nothing back keeps it
                 self.origin = now - self.counted * self.interval
                 self.next_at = now + self.interval
                 return
-        self.deferred = False
+            _tick(core, 1)
+            return
+        self.late = self.grace = False
         ticks = self._take(now)
         if self.held:
             self.held = False
@@ -107,6 +127,8 @@ class TickClock:
         due = core.ticks_until_due()
         if due is None:
             return math.inf
+        if self.late:
+            return self.next_at  # every tick, as long as the process runs late
         return self.next_at + (due - 1) * self.interval
 
 
@@ -122,8 +144,9 @@ def _tick(core: RaftCore, ticks: int) -> None:
 class Timer:
     """The task that sleeps until the planned deadline, then puts a ``TimerWake`` in the inbox."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, on_late: Callable[[], None] | None = None) -> None:
         self.interval = interval
+        self.on_late = on_late  # told at once when a wake-up is late (``TickClock.running_late``)
         self._scope = trio.CancelScope()  # deadline: inf until planned
         self.wakes = 0  # how often it woke the raft loop (for tests and metrics)
 
@@ -144,5 +167,7 @@ class Timer:
             # plan after handling it lands there, not in the scope that just expired.
             self._scope = trio.CancelScope()
             late = trio.current_time() - scope.deadline >= self.interval
+            if late and self.on_late is not None:
+                self.on_late()
             self.wakes += 1
             await inbox.send(TimerWake(late))

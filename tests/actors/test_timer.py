@@ -83,26 +83,52 @@ def test_wake_on_time_credits_all_that_is_due() -> None:
     assert role(core) is Role.PRE_CANDIDATE
 
 
-def test_a_late_wake_first_gives_the_readers_an_interval_then_the_next_fires() -> None:
+def test_late_wake_ups_give_one_tick_each_and_inputs_none() -> None:
+    """Running late, time moves as the old ticker moved it: a 10 s stall is one tick."""
     core = follower_core()
+    due = core.ticks_until_due()
+    assert due is not None
     clock = TickClock(TICK_S, 0.0)
-    clock.wake(core, 10.0, late=True)  # stalled across the deadline: no timeout yet
+    clock.wake(core, 10.0, late=True)
+    assert core.ticks_until_due() == due - 1
+    clock.credit(core, 20.0)  # an input while running late: no time passes for the core
+    assert core.ticks_until_due() == due - 1
+    assert clock.deadline(core) == clock.next_at  # it wakes every tick meanwhile
+    now = 20.0
+    for _ in range(due - 2):  # each late wake-up gives one tick...
+        now += 1.0
+        clock.wake(core, now, late=True)
     assert core.role is Role.FOLLOWER and core.ticks_until_due() == 1
-    assert clock.deadline(core) >= 10.0 + TICK_S
-    clock.wake(core, clock.deadline(core) + 5.0, late=True)  # late again: no second grace
+    clock.wake(core, now + 1.0, late=True)  # ...so sustained overload delays a timeout, never stops it
     assert role(core) is Role.PRE_CANDIDATE
 
 
-def test_a_late_wake_then_the_queued_heartbeat_means_no_campaign() -> None:
+def test_a_first_late_wake_before_the_due_tick_waits_for_the_queued_heartbeat() -> None:
+    core = follower_core()
+    due = core.ticks_until_due()
+    assert due is not None
+    clock = TickClock(TICK_S, 0.0)
+    clock.credit(core, (due - 1) * TICK_S + TICK_S / 2)  # inputs brought it to the tick before
+    assert core.ticks_until_due() == 1
+    clock.wake(core, 10.0, late=True)  # stalled across the deadline: not even one tick yet
+    assert core.role is Role.FOLLOWER and core.ticks_until_due() == 1
+    planned = clock.deadline(core)
+    assert planned == 10.0 + TICK_S
+    core.step(heartbeat_for(core, 2, 1))  # read within that interval
+    clock.wake(core, planned, late=False)  # on time again: the clock counts from here
+    assert core.role is Role.FOLLOWER and core.leader_id == 2
+    assert core.ticks_until_due() == core._randomized_timeout - 1
+
+
+def test_an_on_time_wake_returns_to_the_clock() -> None:
     core = follower_core()
     clock = TickClock(TICK_S, 0.0)
     clock.wake(core, 10.0, late=True)
-    planned = clock.deadline(core)
-    clock.credit(core, 10.0 + TICK_S / 4)
-    core.step(heartbeat_for(core, 2, 1))  # read within the interval of grace
-    clock.wake(core, planned, late=False)  # the wake-up planned before it: nothing is due now
-    assert core.role is Role.FOLLOWER and core.leader_id == 2
-    assert core.ticks_until_due() == core._randomized_timeout - 1
+    before = core._election_elapsed
+    clock.wake(core, clock.deadline(core), late=False)
+    assert core._election_elapsed == before + 1
+    clock.credit(core, clock.next_at + 4 * TICK_S)  # inputs credit the clock's ticks again
+    assert core._election_elapsed == before + 6
 
 
 def test_an_observer_counts_without_a_timer_up_to_two_timeouts() -> None:
@@ -113,20 +139,6 @@ def test_an_observer_counts_without_a_timer_up_to_two_timeouts() -> None:
     assert core._election_elapsed == 10  # its leader lease runs out as time passes
     clock.credit(core, 86_400.0)  # a day without input: not 8.6 million calls of tick()
     assert core._election_elapsed == 10 + 2 * core.config.election_ticks
-
-
-def test_a_late_wake_with_nothing_held_back_keeps_the_grace() -> None:
-    """A stale plan (a heartbeat moved the real deadline later) woken late fires nothing and
-    spends nothing: a stall across the real deadline still gets its interval of grace."""
-    core = follower_core()
-    clock = TickClock(TICK_S, 0.0)
-    clock.credit(core, 0.10)  # 10 ticks: short of any timeout (15 to 29 ticks)
-    core.step(heartbeat_for(core, 2, 1))  # resets the election timer after the plan was made
-    clock.wake(core, 0.16, late=True)  # the stale plan's wake, late: 6 ticks, nothing is due
-    assert core.role is Role.FOLLOWER and core.ticks_until_due() not in (None, 1)
-    real = clock.deadline(core)
-    clock.wake(core, real + 5.0, late=True)  # a stall across the real deadline: grace
-    assert core.role is Role.FOLLOWER and core.ticks_until_due() == 1
 
 
 # ------------------------------------------------------------------ the timer task
@@ -266,8 +278,9 @@ async def test_a_node_stalled_across_its_deadline_reads_queued_heartbeats_first(
 async def test_a_stalled_node_without_heartbeats_still_times_out(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """The control: the same stall with the leader gone, so no heartbeat is queued. The follower
-    campaigns one interval after the stall (its grace), not a timeout later, and not at once."""
+    """The control: the same stall with the leader gone, so no heartbeat is queued. The stall's
+    second is not counted (as with the old ticker): the follower campaigns once the rest of its
+    timeout has run after the stall, not at once."""
     async with cluster() as c:
         leader = await c.wait_leader()
         await settled(c.nodes.values(), leader)
@@ -277,7 +290,8 @@ async def test_a_stalled_node_without_heartbeats_still_times_out(
         autojump_clock.jump(1.0)
         resumed = trio.current_time()
         await wait_until(lambda: bool(campaigns))
-        assert TICK_S - 1e-9 <= campaigns[0] - resumed <= 2 * TICK_S + 1e-9
+        # It had heard a heartbeat at most one heartbeat interval before the stall.
+        assert ELECTION_S - HEARTBEAT_S - 2 * TICK_S <= campaigns[0] - resumed < 2 * ELECTION_S
 
 
 async def test_an_idle_cluster_wakes_far_less_than_every_tick(autojump_clock: trio.testing.MockClock) -> None:

@@ -212,7 +212,9 @@ def test_a_joiner_killed_during_catch_up_still_joins_after_a_restart(cluster: Lo
     adding = threading.Thread(target=add)
     adding.start()
     try:
-        c.wait_for("node 4 to be an observer", lambda: answer or _is_observer(c, leader, 4), timeout=10)
+        # Stopped the moment it is seen as an observer: a catch-up of 500 entries takes one round
+        # of a few ms, and the add could otherwise promote it between that check and the kill.
+        c.wait_for("node 4 to be an observer", lambda: answer or _stop_if_observer(c, leader, joiner))
         c.kill(4, signal.SIGKILL)
         assert not answer, f"the add ended before node 4 was killed: {answer}"
         assert _is_observer(c, leader, 4)
@@ -227,6 +229,14 @@ def test_a_joiner_killed_during_catch_up_still_joins_after_a_restart(cluster: Lo
     c.wait_for("node 4 to apply what was committed", lambda: caught_up(joiner, top))
     write_many(c, 4, [501])
     assert_all_present(c, 4, [1, 250, 500, 501])
+
+
+def _stop_if_observer(c: LocalCluster, leader: int, node: NodeProcess) -> bool:
+    if not _is_observer(c, leader, node.node_id):
+        return False
+    assert node.proc is not None
+    node.proc.send_signal(signal.SIGSTOP)
+    return True
 
 
 def _is_observer(c: LocalCluster, leader: int, node_id: int) -> bool:
