@@ -96,10 +96,14 @@ class Snapshotter:
             term = log_.term_at(index)
         except LogError:
             return None  # an installed snapshot is about to move the applier past this point
+        # Read now, with the capture: while the state is encoded in the thread below, an
+        # installed snapshot can move the log's base past ``index``, and membership_at would
+        # then raise (it took a restarted node down in a fault test); the save refuses the
+        # overtaken snapshot instead.
+        membership = node.core.membership_at(index)
         encode = node.state_machine.capture()
         applied_bytes = node.applier.applied_bytes
         data = await trio.to_thread.run_sync(encode) if self._offload else encode()
-        membership = node.core.membership_at(index)
         meta = SnapshotMeta(index, term, tuple(sorted(membership.voter_ids)), config=membership.encode())
         storage = node.storage.storage
         # Written and synced outside the storage actor's lock: that takes 0.3 s or more for
