@@ -29,6 +29,14 @@ def follower_core(seed: int = 1) -> RaftCore:
     return RaftCore(Config(1, (1, 2, 3), election_ticks=15, heartbeat_ticks=5), random.Random(seed))
 
 
+def follower_and_clock() -> tuple[RaftCore, int, TickClock]:
+    """A fresh follower, the tick its election timeout falls on, and a clock starting at 0."""
+    core = follower_core()
+    due = core.ticks_until_due()
+    assert due is not None
+    return core, due, TickClock(TICK_S, 0.0)
+
+
 def role(core: RaftCore) -> Role:
     """Read through a call, so the type checker does not carry a narrowed role across a tick."""
     return core.role
@@ -49,10 +57,7 @@ async def settled(nodes: Iterable[RaftNode], leader: RaftNode) -> None:
 
 
 def test_input_credit_stops_one_tick_short_and_drops_the_rest() -> None:
-    core = follower_core()
-    due = core.ticks_until_due()
-    assert due is not None
-    clock = TickClock(TICK_S, 0.0)
+    core, _due, clock = follower_and_clock()
     clock.credit(core, 100.0)  # a long stall, then an input
     assert core.role is Role.FOLLOWER
     assert core.ticks_until_due() == 1
@@ -62,10 +67,7 @@ def test_input_credit_stops_one_tick_short_and_drops_the_rest() -> None:
 
 
 def test_only_the_timer_fires_and_it_gets_a_held_back_tick() -> None:
-    core = follower_core()
-    due = core.ticks_until_due()
-    assert due is not None
-    clock = TickClock(TICK_S, 0.0)
+    core, due, clock = follower_and_clock()
     at_due = due * TICK_S + TICK_S / 2
     clock.credit(core, at_due)  # the raft loop handled some input just before the timer's wake-up
     assert core.role is Role.FOLLOWER
@@ -74,10 +76,7 @@ def test_only_the_timer_fires_and_it_gets_a_held_back_tick() -> None:
 
 
 def test_wake_on_time_credits_all_that_is_due() -> None:
-    core = follower_core()
-    due = core.ticks_until_due()
-    assert due is not None
-    clock = TickClock(TICK_S, 0.0)
+    core, due, clock = follower_and_clock()
     assert clock.deadline(core) == due * TICK_S
     clock.wake(core, due * TICK_S, late=False)
     assert role(core) is Role.PRE_CANDIDATE
@@ -85,10 +84,7 @@ def test_wake_on_time_credits_all_that_is_due() -> None:
 
 def test_late_wake_ups_give_one_tick_each_and_inputs_none() -> None:
     """Running late, time moves as the old ticker moved it: a 10 s stall is one tick."""
-    core = follower_core()
-    due = core.ticks_until_due()
-    assert due is not None
-    clock = TickClock(TICK_S, 0.0)
+    core, due, clock = follower_and_clock()
     clock.wake(core, 10.0, late=True)
     assert core.ticks_until_due() == due - 1
     clock.credit(core, 20.0)  # an input while running late: no time passes for the core
@@ -104,10 +100,7 @@ def test_late_wake_ups_give_one_tick_each_and_inputs_none() -> None:
 
 
 def test_a_first_late_wake_before_the_due_tick_waits_for_the_queued_heartbeat() -> None:
-    core = follower_core()
-    due = core.ticks_until_due()
-    assert due is not None
-    clock = TickClock(TICK_S, 0.0)
+    core, due, clock = follower_and_clock()
     clock.credit(core, (due - 1) * TICK_S + TICK_S / 2)  # inputs brought it to the tick before
     assert core.ticks_until_due() == 1
     clock.wake(core, 10.0, late=True)  # stalled across the deadline: not even one tick yet
